@@ -1,0 +1,412 @@
+//! The validated configuration the gateway runs with, and its loading from `gateway.toml`.
+//!
+//! [`raw::RawConfig`] is what the user writes; [`Config::load`] parses it (unknown keys are errors
+//! with file and line), interpolates `${VAR}` in values that may hold secrets, applies secure
+//! defaults and validates it into [`Config`], which the rest of the gateway uses.
+
+pub mod import;
+pub mod interpolate;
+pub mod raw;
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use secrecy::SecretString;
+
+use self::{
+    interpolate::{Vars, interpolate},
+    raw::{RawConfig, RawServer},
+};
+
+/// A configuration error, with the file and (where known) the line and key it concerns.
+#[derive(Debug, thiserror::Error)]
+#[error("{}{}: {message}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(file: &Path, line: Option<usize>, message: impl Into<String>) -> Self {
+        Self {
+            file: file.to_owned(),
+            line,
+            message: message.into(),
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was loaded from.
+    pub source: PathBuf,
+    pub listen: ListenConfig,
+    pub storage: StorageConfig,
+    pub routing: RoutingConfig,
+    pub servers: Vec<ServerSpec>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenConfig {
+    pub bind: SocketAddr,
+    pub path: String,
+    pub allowed_hosts: Vec<String>,
+    pub allowed_origins: Vec<String>,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub data_dir: PathBuf,
+    pub database_url: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct RoutingConfig {
+    pub separator: String,
+    pub pass_through: bool,
+    pub page_size: usize,
+    pub connect_timeout: Duration,
+    /// Call timeout of servers that set none (including those registered in the database).
+    pub call_timeout: Duration,
+}
+
+/// One upstream server, validated.
+#[derive(Debug, Clone)]
+pub struct ServerSpec {
+    pub name: String,
+    pub transport: TransportSpec,
+    pub sessions: SessionMode,
+    pub call_timeout: Duration,
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum TransportSpec {
+    Stdio(StdioSpec),
+    Http(HttpSpec),
+}
+
+#[derive(Debug, Clone)]
+pub struct StdioSpec {
+    pub command: String,
+    pub args: Vec<String>,
+    /// Values may be secrets, so they are never logged.
+    pub env: BTreeMap<String, SecretString>,
+    pub cwd: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpSpec {
+    pub url: String,
+    pub legacy_sse: bool,
+    pub headers: BTreeMap<String, SecretString>,
+    pub bearer_token: Option<SecretString>,
+}
+
+/// How client sessions map onto upstream sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionMode {
+    /// One upstream session serves every client session.
+    Shared,
+    /// Each client session gets its own upstream session.
+    PerClient,
+}
+
+const DEFAULT_BIND: &str = "127.0.0.1:8080";
+const DEFAULT_BODY_LIMIT: usize = 4 * 1024 * 1024;
+const MAX_SERVER_NAME: usize = 63;
+
+impl Config {
+    /// Reads, parses and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path, None, format!("cannot read: {e}")))?;
+        Self::parse(path, &text, &Vars::from_env())
+    }
+
+    /// Parses and validates `text` as if read from `path`.
+    pub fn parse(path: &Path, text: &str, vars: &Vars) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|span| line_of(text, span.start));
+            ConfigError::new(path, line, e.message().to_owned())
+        })?;
+        // Relative paths in the file are relative to the file, whatever the working directory.
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        let base = absolute.parent().unwrap_or(Path::new("/")).to_owned();
+        let mut servers = Vec::new();
+        let call_default = Duration::from_secs(raw.timeouts.call_secs.unwrap_or(60));
+
+        for import in &raw.import_mcp_servers {
+            let file = base.join(import);
+            let imported = import::read_mcp_servers(&file)
+                .map_err(|e| ConfigError::new(path, None, format!("import_mcp_servers: {e}")))?;
+            for (name, server) in imported {
+                let spec = validate_server(&name, &server, &base, vars, call_default)
+                    .map_err(|message| ConfigError::new(&file, None, message))?;
+                servers.push(spec);
+            }
+        }
+        for (name, server) in &raw.servers {
+            let line = line_of(text, server.span().start);
+            let spec = validate_server(name, server.get_ref(), &base, vars, call_default)
+                .map_err(|message| ConfigError::new(path, Some(line), message))?;
+            servers.push(spec);
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for server in &servers {
+            if !seen.insert(server.name.as_str()) {
+                return Err(ConfigError::new(
+                    path,
+                    None,
+                    format!("servers.{}: registered twice", server.name),
+                ));
+            }
+        }
+
+        let listen = &raw.listen;
+        let bind: SocketAddr = listen
+            .bind
+            .as_deref()
+            .unwrap_or(DEFAULT_BIND)
+            .parse()
+            .map_err(|e| ConfigError::new(path, None, format!("listen.bind: {e}")))?;
+        let mcp_path = listen.path.clone().unwrap_or_else(|| "/mcp".to_owned());
+        if !mcp_path.starts_with('/') {
+            return Err(ConfigError::new(
+                path,
+                None,
+                "listen.path: must start with `/`",
+            ));
+        }
+        let listen = ListenConfig {
+            bind,
+            path: mcp_path,
+            allowed_hosts: listen.allowed_hosts.clone().unwrap_or_else(|| {
+                vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]
+            }),
+            allowed_origins: listen.allowed_origins.clone().unwrap_or_default(),
+            max_body_bytes: listen.max_body_bytes.unwrap_or(DEFAULT_BODY_LIMIT),
+        };
+
+        let data_dir = base.join(raw.storage.data_dir.as_deref().unwrap_or("data"));
+        let database_url = match &raw.storage.database_url {
+            Some(url) => interpolate(url, vars)
+                .map_err(|e| ConfigError::new(path, None, format!("storage.database_url: {e}")))?,
+            None => format!("sqlite://{}", data_dir.join("gateway.db").display()),
+        };
+
+        let separator = raw.routing.separator.clone().unwrap_or_else(|| "__".into());
+        if separator.is_empty() || !separator.chars().all(|c| c == '_' || c == '.') {
+            return Err(ConfigError::new(
+                path,
+                None,
+                "routing.separator: must be one or more of `_` and `.`",
+            ));
+        }
+        let pass_through = raw.routing.pass_through.unwrap_or(false);
+        if pass_through && servers.iter().filter(|s| s.enabled).count() != 1 {
+            return Err(ConfigError::new(
+                path,
+                None,
+                "routing.pass_through: requires exactly one enabled server",
+            ));
+        }
+        let page_size = raw.routing.page_size.unwrap_or(100);
+        if page_size == 0 {
+            return Err(ConfigError::new(
+                path,
+                None,
+                "routing.page_size: must be at least 1",
+            ));
+        }
+        Ok(Self {
+            source: path.to_owned(),
+            listen,
+            storage: StorageConfig {
+                data_dir,
+                database_url,
+            },
+            routing: RoutingConfig {
+                separator,
+                pass_through,
+                page_size,
+                connect_timeout: Duration::from_secs(raw.timeouts.connect_secs.unwrap_or(30)),
+                call_timeout: call_default,
+            },
+            servers,
+        })
+    }
+
+}
+
+/// 1-based line number of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset)
+        .map(|prefix| prefix.matches('\n').count() + 1)
+        .unwrap_or(1)
+}
+
+/// Checks a server name: it must be usable as a tool-name prefix and a URI scheme prefix.
+pub fn validate_server_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_SERVER_NAME
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "servers.{name}: a server name is 1 to {MAX_SERVER_NAME} lowercase letters, digits \
+             and `-`, starting with a letter"
+        ))
+    }
+}
+
+/// Validates one raw server entry into a [`ServerSpec`].
+pub fn validate_server(
+    name: &str,
+    raw: &RawServer,
+    base: &Path,
+    vars: &Vars,
+    call_default: Duration,
+) -> Result<ServerSpec, String> {
+    validate_server_name(name)?;
+    let key = |field: &str| format!("servers.{name}.{field}");
+    let interp = |field: &str, value: &str| {
+        interpolate(value, vars).map_err(|e| format!("{}: {e}", key(field)))
+    };
+    let transport = match (&raw.command, &raw.url) {
+        (Some(_), Some(_)) => {
+            return Err(format!(
+                "servers.{name}: set either `command` (stdio) or `url` (remote), not both"
+            ));
+        }
+        (None, None) => {
+            return Err(format!(
+                "servers.{name}: needs `command` (stdio) or `url` (remote)"
+            ));
+        }
+        (Some(command), None) => {
+            if let Some(kind) = raw.transport.as_deref()
+                && kind != "stdio"
+            {
+                return Err(format!(
+                    "{}: `{kind}` does not fit a `command` server (use `stdio`)",
+                    key("type")
+                ));
+            }
+            if !raw.headers.is_empty() || raw.bearer_token.is_some() {
+                return Err(format!(
+                    "servers.{name}: `headers` and `bearer_token` apply only to `url` servers"
+                ));
+            }
+            let command = interp("command", command)?;
+            if command.is_empty() {
+                return Err(format!("{}: must not be empty", key("command")));
+            }
+            let args = raw
+                .args
+                .iter()
+                .map(|a| interp("args", a))
+                .collect::<Result<_, _>>()?;
+            let env = raw
+                .env
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), SecretString::from(interp(&format!("env.{k}"), v)?))))
+                .collect::<Result<_, String>>()?;
+            let cwd = raw
+                .cwd
+                .as_deref()
+                .map(|c| interp("cwd", c).map(|c| base.join(c)))
+                .transpose()?;
+            TransportSpec::Stdio(StdioSpec {
+                command,
+                args,
+                env,
+                cwd,
+            })
+        }
+        (None, Some(url)) => {
+            let legacy_sse = match raw.transport.as_deref() {
+                None | Some("streamable-http") | Some("http") | Some("streamableHttp") => false,
+                Some("sse") => true,
+                Some(other) => {
+                    return Err(format!(
+                        "{}: unknown transport `{other}` (expected `streamable-http` or `sse`)",
+                        key("type")
+                    ));
+                }
+            };
+            if !raw.args.is_empty() || !raw.env.is_empty() || raw.cwd.is_some() {
+                return Err(format!(
+                    "servers.{name}: `args`, `env` and `cwd` apply only to `command` servers"
+                ));
+            }
+            let url = interp("url", url)?;
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!("{}: must be an http:// or https:// URL", key("url")));
+            }
+            let headers = raw
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    http::HeaderName::from_bytes(k.as_bytes())
+                        .map_err(|_| format!("{}: not a valid header name", key("headers")))?;
+                    Ok((k.clone(), SecretString::from(interp(&format!("headers.{k}"), v)?)))
+                })
+                .collect::<Result<_, String>>()?;
+            let bearer_token = raw
+                .bearer_token
+                .as_deref()
+                .map(|t| interp("bearer_token", t).map(SecretString::from))
+                .transpose()?;
+            TransportSpec::Http(HttpSpec {
+                url,
+                legacy_sse,
+                headers,
+                bearer_token,
+            })
+        }
+    };
+    let sessions = match raw.sessions.as_deref() {
+        None | Some("shared") => SessionMode::Shared,
+        Some("per-client") => SessionMode::PerClient,
+        Some(other) => {
+            return Err(format!(
+                "{}: unknown mode `{other}` (expected `shared` or `per-client`)",
+                key("sessions")
+            ));
+        }
+    };
+    let call_timeout = raw
+        .call_timeout_secs
+        .map(Duration::from_secs)
+        .unwrap_or(call_default);
+    if call_timeout.is_zero() {
+        return Err(format!("{}: must be at least 1", key("call_timeout_secs")));
+    }
+    Ok(ServerSpec {
+        name: name.to_owned(),
+        transport,
+        sessions,
+        call_timeout,
+        enabled: raw.enabled.unwrap_or(true),
+    })
+}
+
+/// The JSON Schema of `gateway.toml`, as committed in `schemas/config.schema.json`.
+pub fn json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(RawConfig)).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,129 @@
+//! The configuration exactly as a user writes it in `gateway.toml`, before validation.
+//!
+//! Every type here denies unknown fields, so a typo is an error that names the key and its line.
+//! The JSON Schema in `schemas/config.schema.json` is generated from these types.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+/// The whole `gateway.toml`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "mcp-gateway configuration")]
+pub struct RawConfig {
+    /// The Streamable HTTP front door (`mcp-gateway serve`).
+    #[serde(default)]
+    pub listen: RawListen,
+    /// Where the gateway keeps its state.
+    #[serde(default)]
+    pub storage: RawStorage,
+    /// How the tools, resources and prompts of several upstreams are presented as one server.
+    #[serde(default)]
+    pub routing: RawRouting,
+    /// Time limits applied to upstreams.
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    /// Files in the `mcpServers` JSON format of Claude Desktop, Cursor and VS Code whose servers are
+    /// registered as if they were written under `[servers]`. Relative paths are resolved against
+    /// the directory of this file.
+    #[serde(default)]
+    pub import_mcp_servers: Vec<String>,
+    /// The upstream MCP servers, keyed by name. A name is 1 to 63 characters of lowercase ASCII
+    /// letters, digits and `-`, starting with a letter; it prefixes the names of the server's
+    /// tools and prompts and the URIs of its resources.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, RawServer>")]
+    pub servers: BTreeMap<String, Spanned<RawServer>>,
+}
+
+/// The Streamable HTTP front door.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawListen {
+    /// Socket address to bind. Default `127.0.0.1:8080`: loopback only.
+    pub bind: Option<String>,
+    /// Path of the MCP endpoint. Default `/mcp`.
+    pub path: Option<String>,
+    /// Accepted values of the `Host` header (hostnames, or `host:port`). Default: the loopback
+    /// names `localhost`, `127.0.0.1` and `::1`, which defeats DNS rebinding. Set this to the
+    /// names clients use when the gateway is reachable from other machines.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Accepted browser `Origin` values, with scheme, e.g. `http://localhost:6274`. Default:
+    /// requests that carry an `Origin` are refused unless it is listed here; requests without an
+    /// `Origin` (non-browser clients) are accepted.
+    pub allowed_origins: Option<Vec<String>>,
+    /// Largest accepted request body in bytes. Default 4 MiB; larger bodies get HTTP 413.
+    pub max_body_bytes: Option<usize>,
+}
+
+/// Where the gateway keeps its state.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawStorage {
+    /// Directory for the embedded SQLite database and other state, created when missing.
+    /// Relative paths are resolved against the directory of this file. Default `data`.
+    pub data_dir: Option<String>,
+    /// Database URL (`sqlite://PATH` or `postgres://...`). Default: `gateway.db` in `data_dir`.
+    pub database_url: Option<String>,
+}
+
+/// How several upstreams are presented as one server.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouting {
+    /// Separator between a server's name and a tool or prompt name (`server__tool`). Default `__`.
+    /// It may use only `_` and `.`, so it can never occur inside a server name.
+    pub separator: Option<String>,
+    /// Serve exactly one upstream under its own names, without prefixes. Default `false`.
+    /// Requires exactly one server.
+    pub pass_through: Option<bool>,
+    /// Items per page of the gateway's own list results. Default 100.
+    pub page_size: Option<usize>,
+}
+
+/// Time limits applied to upstreams.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    /// Longest time a request relayed to an upstream may take, in seconds. Default 60.
+    pub call_secs: Option<u64>,
+    /// Longest time to start and initialize an upstream, in seconds. Default 30.
+    pub connect_secs: Option<u64>,
+}
+
+/// One upstream MCP server: either a local command (`command`) or a remote server (`url`).
+#[derive(Debug, Default, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Program to run for a stdio server, looked up on `PATH` when it has no `/`.
+    pub command: Option<String>,
+    /// Arguments of `command`.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Environment of `command`. The child gets only these variables plus `PATH`, `HOME`, `LANG`
+    /// and `TERM` from the gateway's environment; values may use `${VAR}`.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory of `command`. Relative paths are resolved against this file's directory.
+    pub cwd: Option<String>,
+    /// URL of a remote server.
+    pub url: Option<String>,
+    /// `streamable-http` (default for `url`) or `sse` (the 2024-11-05 HTTP+SSE transport).
+    #[serde(rename = "type", alias = "transport")]
+    pub transport: Option<String>,
+    /// HTTP headers sent to a remote server; values may use `${VAR}` and are never logged.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Bearer token sent to a remote server as `Authorization: Bearer ...`; use `${VAR}`.
+    pub bearer_token: Option<String>,
+    /// `shared` (default): one upstream session serves every client session. `per-client`: each
+    /// client session gets its own upstream session (and, for stdio, its own process).
+    pub sessions: Option<String>,
+    /// Longest time one relayed request may take, in seconds. Default: `timeouts.call_secs`.
+    pub call_timeout_secs: Option<u64>,
+    /// Set to `false` to keep the server registered but not started. Default `true`.
+    pub enabled: Option<bool>,
+}

@@ -1,0 +1,178 @@
+//! The bundled demo MCP server (`mcp-gateway demo-server`), which the embedded default config
+//! puts behind the gateway so a new user has something real to call.
+//!
+//! Its tools are small but genuine: text statistics, arithmetic, the time, hashing, and a slow
+//! countdown that reports progress and stops when cancelled.
+
+use std::time::Duration;
+
+use rmcp::{
+    ErrorData as McpError, RoleServer, ServerHandler, ServiceExt,
+    handler::server::{router::tool::ToolRouter, wrapper::Parameters},
+    model::*,
+    schemars, tool, tool_handler, tool_router,
+};
+use serde::Deserialize;
+use rmcp::service::RequestContext;
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct TextArgs {
+    /// The text to work on.
+    pub text: String,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct AddArgs {
+    /// First addend.
+    pub a: f64,
+    /// Second addend.
+    pub b: f64,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct CountdownArgs {
+    /// Seconds to count down from (at most 60).
+    pub seconds: u32,
+}
+
+/// The demo server.
+#[derive(Clone)]
+pub struct DemoServer {
+    #[expect(dead_code, reason = "read by the code the tool_handler macro generates")]
+    tool_router: ToolRouter<Self>,
+}
+
+impl Default for DemoServer {
+    fn default() -> Self {
+        Self {
+            tool_router: Self::tool_router(),
+        }
+    }
+}
+
+#[tool_router]
+impl DemoServer {
+    #[tool(
+        description = "Echo the text back unchanged.",
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn echo(&self, Parameters(args): Parameters<TextArgs>) -> String {
+        args.text
+    }
+
+    #[tool(
+        description = "Add two numbers.",
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn add(&self, Parameters(args): Parameters<AddArgs>) -> String {
+        (args.a + args.b).to_string()
+    }
+
+    #[tool(
+        description = "Count the characters, words and lines of a text.",
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn text_stats(&self, Parameters(args): Parameters<TextArgs>) -> String {
+        serde_json::json!({
+            "characters": args.text.chars().count(),
+            "words": args.text.split_whitespace().count(),
+            "lines": args.text.lines().count(),
+        })
+        .to_string()
+    }
+
+    #[tool(
+        description = "The current time in UTC, as seconds since the Unix epoch and RFC 3339.",
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn now(&self) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        serde_json::json!({
+            "unix_seconds": now.as_secs(),
+            "rfc3339": rfc3339(now.as_secs()),
+        })
+        .to_string()
+    }
+
+    #[tool(
+        description = "Count down from `seconds` to zero, one progress notification per second. \
+                       Stops early when the call is cancelled.",
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn countdown(
+        &self,
+        Parameters(args): Parameters<CountdownArgs>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<String, McpError> {
+        let RequestContext { meta, peer: client, ct, .. } = context;
+        if args.seconds > 60 {
+            return Err(McpError::invalid_params("seconds must be at most 60", None));
+        }
+        let token = meta.get_progress_token();
+        for done in 0..args.seconds {
+            if let Some(token) = &token {
+                let _ = client
+                    .notify_progress(
+                        ProgressNotificationParam::new(token.clone(), f64::from(done))
+                            .with_total(f64::from(args.seconds))
+                            .with_message(format!("{} left", args.seconds - done)),
+                    )
+                    .await;
+            }
+            tokio::select! {
+                _ = ct.cancelled() => return Err(McpError::internal_error("cancelled", None)),
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+        Ok("liftoff".to_owned())
+    }
+}
+
+#[tool_handler]
+impl ServerHandler for DemoServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("mcp-gateway-demo", env!("CARGO_PKG_VERSION")))
+            .with_instructions("A demo server bundled with mcp-gateway.")
+    }
+}
+
+/// Formats seconds since the epoch as an RFC 3339 UTC timestamp (civil-from-days, Howard Hinnant).
+fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Serves the demo server over stdin and stdout until the client disconnects.
+pub async fn serve_stdio() -> anyhow::Result<()> {
+    let service = DemoServer::default().serve(rmcp::transport::stdio()).await?;
+    service.waiting().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(super::rfc3339(1_795_000_000), "2026-11-18T11:06:40Z");
+    }
+}

@@ -1,0 +1,347 @@
+//! The gateway as an MCP server: one [`GatewayHandler`] per client session, on either front door.
+//!
+//! rmcp handles the protocol itself (both eras, sessions, the HTTP transport); this handler
+//! answers list requests from the combined catalog and sends everything else through
+//! [`pipeline::dispatch`](crate::pipeline::dispatch) to the upstream that owns the name.
+
+#![expect(deprecated, reason = "logging and resource subscriptions are deprecated by SEP-2577 but legacy clients still use them")]
+
+use std::sync::Arc;
+
+use rmcp::{
+    ErrorData as McpError, RoleServer, ServerHandler,
+    model::*,
+    service::{NotificationContext, RequestContext},
+};
+
+use crate::{Gateway, pipeline, session::SessionGuard};
+
+/// Serves one client session.
+pub struct GatewayHandler {
+    gateway: Arc<Gateway>,
+    session: SessionGuard,
+}
+
+impl GatewayHandler {
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        let session = gateway.sessions.open();
+        Self { gateway, session }
+    }
+
+    async fn relay(
+        &self,
+        server: &str,
+        request: ClientRequest,
+        ctx: &RequestContext<RoleServer>,
+    ) -> Result<ServerResult, McpError> {
+        let upstream = self
+            .gateway
+            .registry
+            .get(server)
+            .ok_or_else(|| McpError::invalid_params(format!("unknown server `{server}`"), None))?;
+        pipeline::dispatch(&self.gateway.sessions, self.session.id, upstream, request, ctx).await
+    }
+
+    fn unknown_tool(name: &str) -> McpError {
+        McpError::invalid_params(format!("Unknown tool: {name}"), None)
+    }
+
+    fn unknown_resource(uri: &str) -> McpError {
+        McpError::resource_not_found(
+            format!("Resource not found: {uri}"),
+            Some(serde_json::json!({ "uri": uri })),
+        )
+    }
+
+    /// In pass-through mode the client sees the upstream's own identity and capabilities.
+    fn pass_through_info(&self) -> Option<ServerPeerInfo> {
+        if !self.gateway.config.routing.pass_through {
+            return None;
+        }
+        self.gateway.registry.upstreams().next()?.catalog().info.clone()
+    }
+}
+
+fn unexpected(method: &str) -> McpError {
+    McpError::internal_error(format!("the upstream answered {method} with an unexpected result"), None)
+}
+
+impl ServerHandler for GatewayHandler {
+    fn get_info(&self) -> ServerConfig {
+        if let Some(info) = self.pass_through_info() {
+            let mut config = ServerConfig::new(info.capabilities);
+            if let Some(server_info) = info.server_info {
+                config = config.with_server_info(server_info);
+            }
+            if let Some(instructions) = info.instructions {
+                config = config.with_instructions(instructions);
+            }
+            return config;
+        }
+        let capabilities = ServerCapabilities::builder()
+            .enable_tools()
+            .enable_tool_list_changed()
+            .enable_prompts()
+            .enable_prompts_list_changed()
+            .enable_resources()
+            .enable_resources_list_changed()
+            .enable_resources_subscribe()
+            .enable_logging()
+            .enable_completions()
+            .build();
+        ServerConfig::new(capabilities)
+            .with_server_info(Implementation::new("mcp-gateway", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "An MCP gateway: tools, prompts and resources of several servers, named \
+                 `server__name` and `server+uri`.",
+            )
+    }
+
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        self.gateway
+            .sessions
+            .attach_peer(self.session.id, context.peer);
+    }
+
+    async fn list_tools(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let page = self.gateway.registry.tools(cursor(&request))?;
+        let mut result = ListToolsResult::with_all_items(page.items);
+        result.next_cursor = page.next_cursor;
+        Ok(result)
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let name = request.name.to_string();
+        let Some((upstream, _definition)) = self.gateway.registry.resolve_tool(&name) else {
+            return Err(Self::unknown_tool(&name));
+        };
+        let mut upstream_request = request;
+        upstream_request.name = self
+            .gateway
+            .registry
+            .naming
+            .split_name(&name)
+            .map(|(_, local)| local.to_owned())
+            .unwrap_or(name)
+            .into();
+        let result = pipeline::dispatch(
+            &self.gateway.sessions,
+            self.session.id,
+            upstream,
+            ClientRequest::CallToolRequest(Request::new(upstream_request)),
+            &context,
+        )
+        .await?;
+        match result {
+            ServerResult::CallToolResult(result) => Ok(CallToolResponse::Complete(result)),
+            ServerResult::InputRequiredResult(result) => Ok(CallToolResponse::InputRequired(result)),
+            ServerResult::CreateTaskResult(result) => Ok(CallToolResponse::Task(result)),
+            _ => Err(unexpected("tools/call")),
+        }
+    }
+
+    async fn list_prompts(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, McpError> {
+        let page = self.gateway.registry.prompts(cursor(&request))?;
+        let mut result = ListPromptsResult::with_all_items(page.items);
+        result.next_cursor = page.next_cursor;
+        Ok(result)
+    }
+
+    async fn get_prompt(
+        &self,
+        mut request: GetPromptRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, McpError> {
+        let name = request.name.clone();
+        let Some((upstream, local)) = self.gateway.registry.resolve_prompt(&name) else {
+            return Err(McpError::invalid_params(format!("Unknown prompt: {name}"), None));
+        };
+        request.name = local.to_owned();
+        let server = upstream.spec.name.clone();
+        match self
+            .relay(&server, ClientRequest::GetPromptRequest(Request::new(request)), &context)
+            .await?
+        {
+            ServerResult::GetPromptResult(result) => Ok(GetPromptResponse::Complete(result)),
+            ServerResult::InputRequiredResult(result) => Ok(GetPromptResponse::InputRequired(result)),
+            _ => Err(unexpected("prompts/get")),
+        }
+    }
+
+    async fn list_resources(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        let page = self.gateway.registry.resources(cursor(&request))?;
+        let mut result = ListResourcesResult::with_all_items(page.items);
+        result.next_cursor = page.next_cursor;
+        Ok(result)
+    }
+
+    async fn list_resource_templates(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        let page = self.gateway.registry.templates(cursor(&request))?;
+        let mut result = ListResourceTemplatesResult::with_all_items(page.items);
+        result.next_cursor = page.next_cursor;
+        Ok(result)
+    }
+
+    async fn read_resource(
+        &self,
+        mut request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        let uri = request.uri.clone();
+        let Some((upstream, local)) = self.gateway.registry.resolve_uri(&uri) else {
+            return Err(Self::unknown_resource(&uri));
+        };
+        let server = upstream.spec.name.clone();
+        request.uri = local.to_owned();
+        match self
+            .relay(&server, ClientRequest::ReadResourceRequest(Request::new(request)), &context)
+            .await?
+        {
+            ServerResult::ReadResourceResult(mut result) => {
+                let naming = &self.gateway.registry.naming;
+                for contents in &mut result.contents {
+                    match contents {
+                        ResourceContents::TextResourceContents { uri, .. }
+                        | ResourceContents::BlobResourceContents { uri, .. } => {
+                            *uri = naming.uri(&server, uri);
+                        }
+                        // A kind of contents newer than this gateway keeps its URI; reading it
+                        // back through the gateway then fails as unknown rather than misroutes.
+                        _ => {}
+                    }
+                }
+                Ok(ReadResourceResponse::Complete(result))
+            }
+            ServerResult::InputRequiredResult(result) => {
+                Ok(ReadResourceResponse::InputRequired(result))
+            }
+            _ => Err(unexpected("resources/read")),
+        }
+    }
+
+    async fn subscribe(
+        &self,
+        mut request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let uri = request.uri.clone();
+        let Some((upstream, local)) = self.gateway.registry.resolve_uri(&uri) else {
+            return Err(Self::unknown_resource(&uri));
+        };
+        let server = upstream.spec.name.clone();
+        request.uri = local.to_owned();
+        // Every subscription is forwarded: subscribing twice is harmless upstream, and a
+        // reference count here could not survive an upstream reconnect anyway.
+        self.relay(&server, ClientRequest::SubscribeRequest(Request::new(request)), &context)
+            .await?;
+        self.gateway.sessions.subscribe(self.session.id, &uri);
+        Ok(())
+    }
+
+    async fn unsubscribe(
+        &self,
+        mut request: UnsubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        let uri = request.uri.clone();
+        let Some((upstream, local)) = self.gateway.registry.resolve_uri(&uri) else {
+            return Err(Self::unknown_resource(&uri));
+        };
+        let server = upstream.spec.name.clone();
+        if self.gateway.sessions.unsubscribe(self.session.id, &uri) {
+            request.uri = local.to_owned();
+            self.relay(&server, ClientRequest::UnsubscribeRequest(Request::new(request)), &context)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn complete(
+        &self,
+        mut request: CompleteRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, McpError> {
+        let registry = &self.gateway.registry;
+        let server = match &mut request.r#ref {
+            Reference::Prompt(prompt) => {
+                let (server, local) = registry
+                    .naming
+                    .split_name(&prompt.name)
+                    .map(|(s, l)| (s.to_owned(), l.to_owned()))
+                    .ok_or_else(|| McpError::invalid_params(format!("Unknown prompt: {}", prompt.name), None))?;
+                prompt.name = local;
+                server
+            }
+            Reference::Resource(resource) => {
+                let (server, local) = registry
+                    .naming
+                    .split_uri(&resource.uri)
+                    .map(|(s, l)| (s.to_owned(), l.to_owned()))
+                    .ok_or_else(|| Self::unknown_resource(&resource.uri))?;
+                resource.uri = local;
+                server
+            }
+            _ => return Err(McpError::invalid_params("unsupported completion reference", None)),
+        };
+        match self
+            .relay(&server, ClientRequest::CompleteRequest(Request::new(request)), &context)
+            .await?
+        {
+            ServerResult::CompleteResult(result) => Ok(result),
+            _ => Err(unexpected("completion/complete")),
+        }
+    }
+
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        // The level applies to every upstream that logs; one that is down or refuses is skipped,
+        // since a log level is a preference, not a transaction.
+        for upstream in self.gateway.registry.upstreams() {
+            let logs = upstream
+                .catalog()
+                .capabilities()
+                .is_some_and(|c| c.logging.is_some());
+            if logs {
+                let server = upstream.spec.name.clone();
+                if let Err(e) = self
+                    .relay(
+                        &server,
+                        ClientRequest::SetLevelRequest(Request::new(request.clone())),
+                        &context,
+                    )
+                    .await
+                {
+                    tracing::debug!(server, error = %e.message, "upstream refused logging/setLevel");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn cursor(request: &Option<PaginatedRequestParams>) -> Option<&str> {
+    request.as_ref().and_then(|r| r.cursor.as_deref())
+}

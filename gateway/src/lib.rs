@@ -1,0 +1,115 @@
+//! The MCP gateway: one MCP endpoint in front of many upstream MCP servers.
+//!
+//! Start with [`Gateway::start`], then serve it through a front door in [`front`].
+//! `ARCHITECTURE.md` at the repository root walks through one request's path.
+
+pub mod config;
+pub mod demo;
+pub mod front;
+pub mod handler;
+pub mod naming;
+pub mod pipeline;
+pub mod registry;
+pub mod session;
+pub mod store;
+pub mod upstream;
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::Config,
+    naming::Naming,
+    registry::Registry,
+    session::Sessions,
+    upstream::{CatalogChange, SupervisorContext, Upstream, launch::ProcessLauncher},
+};
+
+/// A running gateway: its configuration, upstreams and client sessions.
+pub struct Gateway {
+    pub config: Config,
+    pub registry: Registry,
+    pub sessions: Arc<Sessions>,
+    shutdown: CancellationToken,
+}
+
+impl Gateway {
+    /// Registers the configured servers and starts a supervisor for each. Returns at once: the
+    /// upstreams connect in the background, and their tools appear as they do.
+    pub fn start(config: Config, launcher: Arc<dyn ProcessLauncher>) -> Arc<Self> {
+        let naming = match (config.routing.pass_through, config.servers.iter().find(|s| s.enabled)) {
+            (true, Some(server)) => Naming::pass_through(server.name.clone()),
+            _ => Naming::prefixed(config.routing.separator.clone()),
+        };
+        let upstreams: Vec<_> = config.servers.iter().cloned().map(Upstream::new).collect();
+        let sessions = Arc::new(Sessions::default());
+        let shutdown = CancellationToken::new();
+        let (changes, _) = broadcast::channel(64);
+        let cx = SupervisorContext {
+            launcher,
+            sessions: sessions.clone(),
+            naming: naming.clone(),
+            changes: changes.clone(),
+            connect_timeout: config.routing.connect_timeout,
+            shutdown: shutdown.clone(),
+        };
+        for upstream in &upstreams {
+            tokio::spawn(upstream.clone().supervise(cx.clone()));
+        }
+        let gateway = Arc::new(Self {
+            registry: Registry::new(upstreams, naming, config.routing.page_size),
+            config,
+            sessions,
+            shutdown,
+        });
+        tokio::spawn(announce_changes(gateway.sessions.clone(), changes.subscribe()));
+        gateway
+    }
+
+    /// Stops every upstream (their processes are killed) and ends the change announcer.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// A token cancelled when the gateway shuts down.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Whether every enabled upstream is connected.
+    pub fn all_ready(&self) -> bool {
+        self.registry
+            .upstreams()
+            .filter(|u| u.spec.enabled)
+            .all(|u| u.state() == upstream::UpstreamState::Ready)
+    }
+}
+
+/// Tells every connected client when the combined catalog changed.
+async fn announce_changes(sessions: Arc<Sessions>, mut changes: broadcast::Receiver<CatalogChange>) {
+    loop {
+        let change = match changes.recv().await {
+            Ok(change) => change,
+            // Missed changes are folded into one announcement of everything.
+            Err(broadcast::error::RecvError::Lagged(_)) => CatalogChange {
+                tools: true,
+                resources: true,
+                prompts: true,
+            },
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        for peer in sessions.peers() {
+            if change.tools {
+                let _ = peer.notify_tool_list_changed().await;
+            }
+            if change.resources {
+                let _ = peer.notify_resource_list_changed().await;
+            }
+            if change.prompts {
+                let _ = peer.notify_prompt_list_changed().await;
+            }
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! The registered upstreams and the one combined catalog that clients see.
+//!
+//! Lists are built from each upstream's cached catalog, renamed by [`Naming`], in server-name
+//! order, and paged with the gateway's own cursors: a cursor is an opaque offset into the combined
+//! list, never an upstream's cursor, so clients cannot tell how many upstreams there are.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use rmcp::{
+    ErrorData as McpError,
+    model::{Prompt, Resource, ResourceTemplate, Tool},
+};
+
+use crate::{naming::Naming, upstream::Upstream};
+
+/// The registered upstreams, by name.
+pub struct Registry {
+    upstreams: BTreeMap<String, Arc<Upstream>>,
+    pub naming: Naming,
+    page_size: usize,
+}
+
+/// One page of a list, and the cursor of the next page.
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+impl Registry {
+    pub fn new(upstreams: impl IntoIterator<Item = Arc<Upstream>>, naming: Naming, page_size: usize) -> Self {
+        Self {
+            upstreams: upstreams
+                .into_iter()
+                .map(|u| (u.spec.name.clone(), u))
+                .collect(),
+            naming,
+            page_size,
+        }
+    }
+
+    pub fn upstreams(&self) -> impl Iterator<Item = &Arc<Upstream>> {
+        self.upstreams.values()
+    }
+
+    pub fn get(&self, server: &str) -> Option<&Arc<Upstream>> {
+        self.upstreams.get(server)
+    }
+
+    /// The upstream and its tool definition behind a client-visible tool name.
+    pub fn resolve_tool(&self, name: &str) -> Option<(&Arc<Upstream>, Tool)> {
+        let (server, local) = self.naming.split_name(name)?;
+        let upstream = self.upstreams.get(server)?;
+        let tool = upstream
+            .catalog()
+            .tools
+            .iter()
+            .find(|t| t.name == local)?
+            .clone();
+        Some((upstream, tool))
+    }
+
+    /// The upstream and upstream prompt name behind a client-visible prompt name.
+    pub fn resolve_prompt<'a>(&'a self, name: &'a str) -> Option<(&'a Arc<Upstream>, &'a str)> {
+        let (server, local) = self.naming.split_name(name)?;
+        let upstream = self.upstreams.get(server)?;
+        upstream
+            .catalog()
+            .prompts
+            .iter()
+            .any(|p| p.name == local)
+            .then_some((upstream, local))
+    }
+
+    /// The upstream and upstream URI behind a client-visible URI.
+    pub fn resolve_uri<'a>(&'a self, uri: &'a str) -> Option<(&'a Arc<Upstream>, &'a str)> {
+        let (server, local) = self.naming.split_uri(uri)?;
+        Some((self.upstreams.get(server)?, local))
+    }
+
+    pub fn tools(&self, cursor: Option<&str>) -> Result<Page<Tool>, McpError> {
+        self.page(cursor, |server, catalog, out| {
+            out.extend(catalog.tools.iter().map(|tool| {
+                let mut tool = tool.clone();
+                tool.name = self.naming.name(server, &tool.name).into();
+                tool
+            }))
+        })
+    }
+
+    pub fn prompts(&self, cursor: Option<&str>) -> Result<Page<Prompt>, McpError> {
+        self.page(cursor, |server, catalog, out| {
+            out.extend(catalog.prompts.iter().map(|prompt| {
+                let mut prompt = prompt.clone();
+                prompt.name = self.naming.name(server, &prompt.name);
+                prompt
+            }))
+        })
+    }
+
+    pub fn resources(&self, cursor: Option<&str>) -> Result<Page<Resource>, McpError> {
+        self.page(cursor, |server, catalog, out| {
+            out.extend(catalog.resources.iter().map(|resource| {
+                let mut resource = resource.clone();
+                resource.uri = self.naming.uri(server, &resource.uri);
+                resource
+            }))
+        })
+    }
+
+    pub fn templates(&self, cursor: Option<&str>) -> Result<Page<ResourceTemplate>, McpError> {
+        self.page(cursor, |server, catalog, out| {
+            out.extend(catalog.templates.iter().map(|template| {
+                let mut template = template.clone();
+                template.uri_template = self.naming.uri(server, &template.uri_template);
+                template
+            }))
+        })
+    }
+
+    fn page<T>(
+        &self,
+        cursor: Option<&str>,
+        collect: impl Fn(&str, &crate::upstream::Catalog, &mut Vec<T>),
+    ) -> Result<Page<T>, McpError> {
+        let offset = match cursor {
+            None => 0,
+            Some(cursor) => decode_cursor(cursor)
+                .ok_or_else(|| McpError::invalid_params("invalid cursor", None))?,
+        };
+        let mut all = Vec::new();
+        for (server, upstream) in &self.upstreams {
+            collect(server, &upstream.catalog(), &mut all);
+        }
+        if offset > all.len() {
+            return Err(McpError::invalid_params("invalid cursor", None));
+        }
+        let end = offset.saturating_add(self.page_size).min(all.len());
+        let next_cursor = (end < all.len()).then(|| encode_cursor(end));
+        let items = all.drain(offset..end).collect();
+        Ok(Page { items, next_cursor })
+    }
+}
+
+fn encode_cursor(offset: usize) -> String {
+    URL_SAFE_NO_PAD.encode(format!("gw1:{offset}"))
+}
+
+fn decode_cursor(cursor: &str) -> Option<usize> {
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
+    std::str::from_utf8(&bytes).ok()?.strip_prefix("gw1:")?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        for offset in [0, 1, 100, usize::MAX] {
+            assert_eq!(decode_cursor(&encode_cursor(offset)), Some(offset));
+        }
+        for garbage in ["", "!!", "Z3cxOg", "eyJ4IjoxfQ", "Z3cxOi0x"] {
+            assert_eq!(decode_cursor(garbage), None, "{garbage}");
+        }
+    }
+}

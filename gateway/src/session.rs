@@ -1,0 +1,209 @@
+//! Client sessions, and the routing of upstream messages back to the session that caused them.
+//!
+//! A shared upstream session serves many client sessions, so anything the upstream sends that
+//! belongs to one request (progress, a sampling or elicitation request, a log line during a call)
+//! must reach that request's client and no other. Each relayed request registers an
+//! [`InflightCall`] with a back channel into the task serving the client's request; upstream
+//! messages are routed by the progress token the gateway put on the upstream request, or, for
+//! messages that carry no token, to the one client session with requests in flight on that
+//! upstream. When that is ambiguous the message is refused rather than guessed, because sending
+//! it to the wrong client would leak one client's state to another.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use rmcp::{
+    ErrorData as McpError, Peer, RoleServer,
+    model::{ClientResult, ProgressToken, ServerNotification, ServerRequest},
+};
+use tokio::sync::{mpsc, oneshot};
+
+/// Identifies one client session inside this gateway process.
+pub type SessionId = u64;
+
+/// Something an upstream sent that must be delivered inside the client's request.
+#[derive(Debug)]
+pub enum BackMessage {
+    Notification(ServerNotification),
+    Request(
+        ServerRequest,
+        oneshot::Sender<Result<ClientResult, McpError>>,
+    ),
+}
+
+/// A request relayed to an upstream and not yet answered.
+struct InflightCall {
+    server: Arc<str>,
+    session: SessionId,
+    upstream_token: ProgressToken,
+    /// The progress token the client put on its request, if any.
+    client_token: Option<ProgressToken>,
+    back: mpsc::Sender<BackMessage>,
+}
+
+#[derive(Default)]
+struct SessionEntry {
+    peer: Option<Peer<RoleServer>>,
+    /// Client-visible URIs this session subscribed to.
+    subscriptions: HashSet<String>,
+}
+
+/// The live client sessions and the requests they have in flight.
+#[derive(Default)]
+pub struct Sessions {
+    next_id: AtomicU64,
+    sessions: Mutex<HashMap<SessionId, SessionEntry>>,
+    inflight: Mutex<HashMap<u64, InflightCall>>,
+}
+
+/// Removes its session from [`Sessions`] when dropped, which happens when the client session ends.
+pub struct SessionGuard {
+    pub id: SessionId,
+    sessions: Arc<Sessions>,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.sessions.lock_sessions().remove(&self.id);
+    }
+}
+
+/// Unregisters an in-flight call when dropped, whether the call finished, failed or was cancelled.
+pub struct InflightGuard {
+    key: u64,
+    sessions: Arc<Sessions>,
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.sessions.lock_inflight().remove(&self.key);
+    }
+}
+
+impl Sessions {
+    fn lock_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, SessionEntry>> {
+        // A poisoned lock only means another thread panicked mid-update of a plain map;
+        // the map itself is still usable, and refusing every later request would be worse.
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_inflight(&self) -> std::sync::MutexGuard<'_, HashMap<u64, InflightCall>> {
+        self.inflight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Opens a session; it lasts as long as the returned guard.
+    pub fn open(self: &Arc<Self>) -> SessionGuard {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.lock_sessions().insert(id, SessionEntry::default());
+        SessionGuard {
+            id,
+            sessions: self.clone(),
+        }
+    }
+
+    /// Records the peer of a session that can receive unsolicited notifications.
+    pub fn attach_peer(&self, id: SessionId, peer: Peer<RoleServer>) {
+        if let Some(entry) = self.lock_sessions().get_mut(&id) {
+            entry.peer = Some(peer);
+        }
+    }
+
+    /// Peers of every session that can receive notifications now.
+    pub fn peers(&self) -> Vec<Peer<RoleServer>> {
+        self.lock_sessions()
+            .values()
+            .filter_map(|entry| entry.peer.clone())
+            .collect()
+    }
+
+    /// Records a resource subscription; returns whether this session was not yet subscribed.
+    pub fn subscribe(&self, id: SessionId, uri: &str) -> bool {
+        self.lock_sessions()
+            .get_mut(&id)
+            .is_some_and(|entry| entry.subscriptions.insert(uri.to_owned()))
+    }
+
+    /// Removes a resource subscription; returns whether no session is subscribed to it any more.
+    pub fn unsubscribe(&self, id: SessionId, uri: &str) -> bool {
+        let mut sessions = self.lock_sessions();
+        if let Some(entry) = sessions.get_mut(&id) {
+            entry.subscriptions.remove(uri);
+        }
+        !sessions.values().any(|e| e.subscriptions.contains(uri))
+    }
+
+    /// Peers of the sessions subscribed to a client-visible URI.
+    pub fn subscribers(&self, uri: &str) -> Vec<Peer<RoleServer>> {
+        self.lock_sessions()
+            .values()
+            .filter(|e| e.subscriptions.contains(uri))
+            .filter_map(|e| e.peer.clone())
+            .collect()
+    }
+
+    /// Registers a request relayed to `server` on behalf of `session`.
+    pub fn register_call(
+        self: &Arc<Self>,
+        server: Arc<str>,
+        session: SessionId,
+        upstream_token: ProgressToken,
+        client_token: Option<ProgressToken>,
+        back: mpsc::Sender<BackMessage>,
+    ) -> InflightGuard {
+        let key = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.lock_inflight().insert(
+            key,
+            InflightCall {
+                server,
+                session,
+                upstream_token,
+                client_token,
+                back,
+            },
+        );
+        InflightGuard {
+            key,
+            sessions: self.clone(),
+        }
+    }
+
+    /// Where a progress notification from `server` goes: the call that owns the token, with the
+    /// client's own token to put back in its place. None if the client asked for no progress.
+    pub fn route_progress(
+        &self,
+        server: &str,
+        upstream_token: &ProgressToken,
+    ) -> Option<(mpsc::Sender<BackMessage>, ProgressToken)> {
+        self.lock_inflight().values().find_map(|call| {
+            (&*call.server == server && &call.upstream_token == upstream_token)
+                .then(|| Some((call.back.clone(), call.client_token.clone()?)))
+                .flatten()
+        })
+    }
+
+    /// The back channel for a message from `server` that names no request: the one session with
+    /// calls in flight on that server, or an error saying why none can be chosen.
+    pub fn route_unattributed(&self, server: &str) -> Result<mpsc::Sender<BackMessage>, Unroutable> {
+        let inflight = self.lock_inflight();
+        let mut calls = inflight.values().filter(|c| &*c.server == server);
+        let first = calls.next().ok_or(Unroutable::NoCall)?;
+        if calls.any(|c| c.session != first.session) {
+            return Err(Unroutable::Ambiguous);
+        }
+        Ok(first.back.clone())
+    }
+}
+
+/// Why an upstream message could not be routed to a client.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+pub enum Unroutable {
+    #[error("no client request is in flight on this server")]
+    NoCall,
+    #[error("requests of several client sessions are in flight on this shared server, so the message cannot be attributed to one")]
+    Ambiguous,
+}
