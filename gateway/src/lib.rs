@@ -78,6 +78,13 @@ impl Gateway {
         self.shutdown.clone()
     }
 
+    /// Waits until every enabled upstream is connected.
+    pub async fn wait_ready(&self) {
+        for upstream in self.registry.upstreams() {
+            upstream.wait_ready().await;
+        }
+    }
+
     /// Whether every enabled upstream is connected.
     pub fn all_ready(&self) -> bool {
         self.registry

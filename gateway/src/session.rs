@@ -146,6 +146,11 @@ impl Sessions {
             .collect()
     }
 
+    /// How many relayed requests are waiting for an upstream's answer.
+    pub fn inflight_count(&self) -> usize {
+        self.lock_inflight().len()
+    }
+
     /// Registers a request relayed to `server` on behalf of `session`.
     pub fn register_call(
         self: &Arc<Self>,

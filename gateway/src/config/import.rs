@@ -43,7 +43,7 @@ pub enum ImportError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{file}:{line}:{column}: {source}")]
+    #[error("{file}: {source}")]
     Parse {
         file: String,
         line: usize,

@@ -70,7 +70,7 @@ fn errors_name_file_line_and_key() {
     );
     check_err(
         "\n[servers.demo]\ncomand = \"x\"\n",
-        expect![[r#"/etc/gw/gateway.toml:3: unknown field `comand`, expected one of `command`, `args`, `env`, `cwd`, `url`, `type`, `transport`, `headers`, `bearer_token`, `sessions`, `call_timeout_secs`, `enabled`"#]],
+        expect!["/etc/gw/gateway.toml:3: unknown field `comand`, expected one of `command`, `args`, `env`, `cwd`, `url`, `transport`, `type`, `headers`, `bearer_token`, `sessions`, `call_timeout_secs`, `enabled`"],
     );
     check_err(
         "\n\n[servers.demo]\nurl = \"https://x\"\nbearer_token = \"${NOPE_NOT_SET_ANYWHERE}\"\n",
@@ -115,7 +115,7 @@ fn imports_claude_and_vscode_files_unchanged() {
     assert_eq!(servers[0].1.transport.as_deref(), Some("streamable-http"));
 
     let err = import::parse_mcp_servers("bad.json", "{\"mcpServers\": {\n  \"a\": 3}}").unwrap_err();
-    expect![[r#"bad.json:2:9: invalid type: integer `3`, expected struct ClientServerEntry at line 2 column 9"#]]
+    expect!["bad.json: invalid type: integer `3`, expected struct ClientServerEntry at line 2 column 8"]
         .assert_eq(&err.to_string());
     let err = import::parse_mcp_servers("c.json", r#"{"mcpServers": {"a b": {"command": "x"}, "a-b": {"command": "y"}}}"#).unwrap_err();
     expect![[r#"c.json: servers `a b` and `a-b` both become `a-b`"#]].assert_eq(&err.to_string());

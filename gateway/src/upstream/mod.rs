@@ -106,10 +106,11 @@ pub enum UpstreamError {
 pub struct Upstream {
     pub spec: ServerSpec,
     pub name: Arc<str>,
-    state: RwLock<UpstreamState>,
+    state: tokio::sync::watch::Sender<UpstreamState>,
     peer: RwLock<Option<Peer<RoleClient>>>,
     catalog: RwLock<Arc<Catalog>>,
     tier: RwLock<&'static str>,
+    pid: RwLock<Option<u32>>,
 }
 
 /// Everything an upstream's supervisor needs from the gateway.
@@ -140,15 +141,24 @@ impl Upstream {
         Arc::new(Self {
             name: spec.name.as_str().into(),
             spec,
-            state: RwLock::new(state),
+            state: tokio::sync::watch::Sender::new(state),
             peer: RwLock::new(None),
             catalog: RwLock::new(Arc::default()),
             tier: RwLock::new("none"),
+            pid: RwLock::new(None),
         })
     }
 
     pub fn state(&self) -> UpstreamState {
-        read(&self.state).clone()
+        self.state.borrow().clone()
+    }
+
+    /// Waits until the upstream is connected (returns at once for a disabled one).
+    pub async fn wait_ready(&self) {
+        let mut rx = self.state.subscribe();
+        let _ = rx
+            .wait_for(|s| matches!(s, UpstreamState::Ready | UpstreamState::Disabled))
+            .await;
     }
 
     pub fn catalog(&self) -> Arc<Catalog> {
@@ -158,6 +168,11 @@ impl Upstream {
     /// The isolation tier of the current process ("none" for plain child processes and remote servers).
     pub fn tier(&self) -> &'static str {
         *read(&self.tier)
+    }
+
+    /// The process id of a running stdio server.
+    pub fn pid(&self) -> Option<u32> {
+        *read(&self.pid)
     }
 
     /// The connected peer, or an error saying why there is none.
@@ -173,7 +188,7 @@ impl Upstream {
     }
 
     fn set_state(&self, state: UpstreamState) {
-        *write(&self.state) = state;
+        self.state.send_replace(state);
     }
 
     /// Runs the supervisor until shutdown: connect, serve, reconnect with backoff.
@@ -238,6 +253,7 @@ impl Upstream {
                     .launch(&self.spec.name, spec)
                     .map_err(|e| e.to_string())?;
                 *write(&self.tier) = launched.tier;
+                *write(&self.pid) = launched.pid;
                 tracing::info!(server = %self.name, pid = ?launched.pid, tier = launched.tier, "started upstream process");
                 handler.serve_with_lifecycle(launched.transport, lifecycle).await
             }
@@ -298,6 +314,7 @@ impl Upstream {
             }
         }
         *write(&self.peer) = None;
+        *write(&self.pid) = None;
         *write(&self.catalog) = Arc::default();
         let _ = cx.changes.send(CatalogChange::ALL);
     }

@@ -1,6 +1,6 @@
-//! The conformance fixture: an MCP server with every tool, resource and prompt that the official conformance suite's server scenarios call, served over stdio or Streamable HTTP.
+//! The conformance fixture: an MCP server with everything the official conformance suite's server scenarios call.
 //!
-//! The suite (`@modelcontextprotocol/conformance`) ships its reference "everything server" only in its
+//! It serves stdio (`conformance-fixture stdio`) or Streamable HTTP (`conformance-fixture http`). The suite (`@modelcontextprotocol/conformance`) ships its reference "everything server" only in its
 //! source repository, so the gateway's end-to-end tests use this fixture instead: once directly over
 //! HTTP, to prove the fixture itself conforms, and once behind the gateway (which reaches it over
 //! stdio), to prove the gateway passes everything through. Names, texts and behaviours follow the
@@ -112,7 +112,8 @@ async fn serve_http(port: u16) -> anyhow::Result<()> {
     println!("http://{addr}/mcp");
     axum::serve(listener, router)
         .with_graceful_shutdown(async {
-            // Ctrl-C or SIGTERM from the runner script ends the fixture cleanly.
+            // Ctrl-C ends the fixture cleanly; the runner script's SIGTERM simply ends the process,
+            // which is as good for a server that keeps nothing.
             let _ = tokio::signal::ctrl_c().await;
         })
         .await
@@ -745,6 +746,12 @@ impl Fixture {
                 Value::Object(args)
             )),
             "test_reconnection" => {
+                // The reference server closes the POST's SSE stream here so that the client must
+                // resume with Last-Event-ID. rmcp 3.11 cannot do that from a handler: closing a
+                // request's stream (`LocalSessionHandle::close_sse_stream`) takes the session
+                // worker's internal HTTP request id, which handlers never see. So the result
+                // arrives on the open stream; the suite then checks the priming event and the
+                // retry hint and skips its resume check, which needs no baseline entry.
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 text_result("Reconnection test completed successfully.")
             }

@@ -1,0 +1,67 @@
+//! Starting a gateway in-process on `127.0.0.1:0`, in front of the bundled demo server.
+
+#![allow(dead_code, reason = "each test binary uses a different part of this module")]
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use gateway::{
+    Gateway,
+    config::{Config, interpolate::Vars},
+    front,
+    upstream::launch::ChildProcessLauncher,
+};
+
+pub(crate) struct TestGateway {
+    pub(crate) gateway: Arc<Gateway>,
+    pub(crate) addr: SocketAddr,
+    pub(crate) _dir: tempfile::TempDir,
+}
+
+impl TestGateway {
+    pub(crate) fn url(&self) -> String {
+        format!("http://{}/mcp", self.addr)
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        self.gateway.shutdown();
+    }
+}
+
+/// The demo server (this package's own binary) as a `[servers.NAME]` table.
+pub(crate) fn demo_server(name: &str) -> String {
+    format!(
+        "[servers.{name}]\ncommand = \"{}\"\nargs = [\"demo-server\"]\n",
+        env!("CARGO_BIN_EXE_mcp-gateway")
+    )
+}
+
+/// Starts a gateway with `extra` appended to a config that keeps its state in a temporary
+/// directory, and waits until every upstream is connected.
+pub(crate) async fn start(extra: &str) -> TestGateway {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        "[storage]\ndata_dir = \"{}\"\n[timeouts]\ncall_secs = 5\nconnect_secs = 10\n{extra}",
+        dir.path().display()
+    );
+    let config = Config::parse(&dir.path().join("gateway.toml"), &text, &Vars::fixed([]))
+        .expect("test config is valid");
+    let gateway = Gateway::start(config, Arc::new(ChildProcessLauncher));
+    // Binding before serving means the port is known and accepting before any client connects.
+    let listener = front::http::bind("127.0.0.1:0".parse().expect("address"))
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    tokio::spawn(front::http::serve(gateway.clone(), listener));
+    tokio::time::timeout(Duration::from_secs(20), gateway.wait_ready())
+        .await
+        .expect("upstreams connect within 20 s");
+    TestGateway {
+        gateway,
+        addr,
+        _dir: dir,
+    }
+}
+

@@ -1,0 +1,293 @@
+//! Service tests: a real rmcp client over Streamable HTTP, through the gateway, to demo servers.
+
+mod common;
+
+use std::time::Duration;
+
+use rmcp::{
+    ClientHandler, RoleClient, ServiceExt,
+    model::*,
+    service::{NotificationContext, PeerRequestOptions, RunningService},
+    transport::StreamableHttpClientTransport,
+};
+use tokio::sync::mpsc;
+
+/// A client that forwards the progress and list-change notifications it receives.
+#[derive(Clone)]
+struct Recorder {
+    progress: mpsc::UnboundedSender<ProgressNotificationParam>,
+    tools_changed: mpsc::UnboundedSender<()>,
+}
+
+impl ClientHandler for Recorder {
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        let _ = self.progress.send(params);
+    }
+
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        let _ = self.tools_changed.send(());
+    }
+}
+
+struct Client {
+    service: RunningService<RoleClient, Recorder>,
+    progress: mpsc::UnboundedReceiver<ProgressNotificationParam>,
+    tools_changed: mpsc::UnboundedReceiver<()>,
+}
+
+async fn connect(url: &str) -> Client {
+    let (progress_tx, progress) = mpsc::unbounded_channel();
+    let (changed_tx, tools_changed) = mpsc::unbounded_channel();
+    let recorder = Recorder {
+        progress: progress_tx,
+        tools_changed: changed_tx,
+    };
+    let service = recorder
+        .serve(StreamableHttpClientTransport::from_uri(url))
+        .await
+        .expect("client connects");
+    Client {
+        service,
+        progress,
+        tools_changed,
+    }
+}
+
+fn call(name: &str, args: serde_json::Value) -> CallToolRequestParams {
+    let serde_json::Value::Object(args) = args else {
+        panic!("arguments must be an object")
+    };
+    CallToolRequestParams::new(name.to_owned()).with_arguments(args)
+}
+
+fn text(result: &CallToolResult) -> String {
+    result
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn aggregates_prefixed_tools_and_relays_calls() {
+    let gw = common::start(&format!(
+        "{}{}",
+        common::demo_server("alpha"),
+        common::demo_server("beta")
+    ))
+    .await;
+    let client = connect(&gw.url()).await;
+    let tools = client.service.list_all_tools().await.unwrap();
+    let mut names: Vec<_> = tools.iter().map(|t| t.name.to_string()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "alpha__add", "alpha__countdown", "alpha__echo", "alpha__now", "alpha__text_stats",
+            "beta__add", "beta__countdown", "beta__echo", "beta__now", "beta__text_stats"
+        ]
+    );
+    let result = client
+        .service
+        .call_tool(call("beta__add", serde_json::json!({"a": 2, "b": 40})))
+        .await
+        .unwrap();
+    assert_eq!(text(&result), "42");
+
+    // An unknown tool, a tool of an unknown server and a bare upstream name are all unknown.
+    for name in ["alpha__nope", "gamma__echo", "echo"] {
+        let err = client
+            .service
+            .call_tool(call(name, serde_json::json!({})))
+            .await
+            .unwrap_err();
+        let rmcp::service::ServiceError::McpError(err) = err else {
+            panic!("{name}: expected a JSON-RPC error, got {err:?}")
+        };
+        assert_eq!(err.code, ErrorCode::INVALID_PARAMS, "{name}");
+    }
+    // A tool's own error is a JSON-RPC error from the upstream, relayed unchanged.
+    let err = client
+        .service
+        .call_tool(call("alpha__countdown", serde_json::json!({"seconds": 61})))
+        .await
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("seconds must be at most 60"), "{err:?}");
+}
+
+#[tokio::test]
+async fn pages_use_gateway_cursors() {
+    let gw = common::start(&format!(
+        "[routing]\npage_size = 3\n{}{}",
+        common::demo_server("alpha"),
+        common::demo_server("beta")
+    ))
+    .await;
+    let client = connect(&gw.url()).await;
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    let mut pages = 0;
+    loop {
+        let page = client
+            .service
+            .list_tools(Some(PaginatedRequestParams::default().with_cursor(cursor)))
+            .await
+            .unwrap();
+        assert!(page.tools.len() <= 3);
+        seen.extend(page.tools.into_iter().map(|t| t.name.to_string()));
+        pages += 1;
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 4);
+    let unique: std::collections::BTreeSet<_> = seen.iter().collect();
+    assert_eq!(unique.len(), 10);
+    assert_eq!(seen.len(), 10);
+
+    let err = client
+        .service
+        .list_tools(Some(PaginatedRequestParams::default().with_cursor(Some("bogus".into()))))
+        .await
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("invalid cursor"), "{err:?}");
+}
+
+#[tokio::test]
+async fn progress_reaches_the_caller_and_cancel_reaches_the_upstream() {
+    let gw = common::start(&common::demo_server("demo")).await;
+    let mut client = connect(&gw.url()).await;
+    let handle = client
+        .service
+        .send_request_with_option(
+            ClientRequest::CallToolRequest(Request::new(call(
+                "demo__countdown",
+                serde_json::json!({"seconds": 2}),
+            ))),
+            PeerRequestOptions::no_options(),
+        )
+        .await
+        .unwrap();
+    let token = handle.progress_token.clone();
+    let response = handle.await_response().await.unwrap();
+    let ServerResult::CallToolResult(result) = response else {
+        panic!("expected a tool result, got {response:?}")
+    };
+    assert_eq!(text(&result), "liftoff");
+    let first = client.progress.recv().await.unwrap();
+    let second = client.progress.recv().await.unwrap();
+    // The client sees its own token, not the one the gateway used upstream.
+    assert_eq!(first.progress_token, token);
+    assert_eq!((first.progress, second.progress), (0.0, 1.0));
+    assert_eq!(first.total, Some(2.0));
+
+    // Cancel a long call: the gateway drops it (nothing stays in flight) and stays usable.
+    let handle = client
+        .service
+        .send_request_with_option(
+            ClientRequest::CallToolRequest(Request::new(call(
+                "demo__countdown",
+                serde_json::json!({"seconds": 30}),
+            ))),
+            PeerRequestOptions::no_options(),
+        )
+        .await
+        .unwrap();
+    client.progress.recv().await.unwrap();
+    assert_eq!(gw.gateway.sessions.inflight_count(), 1);
+    handle.cancel(Some("test".into())).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while gw.gateway.sessions.inflight_count() != 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the cancelled call leaves the in-flight table");
+    let result = client
+        .service
+        .call_tool(call("demo__echo", serde_json::json!({"text": "still here"})))
+        .await
+        .unwrap();
+    assert_eq!(text(&result), "still here");
+}
+
+#[tokio::test]
+async fn an_upstream_killed_mid_call_fails_the_call_and_comes_back() {
+    let gw = common::start(&format!(
+        "{}{}",
+        common::demo_server("doomed"),
+        common::demo_server("other")
+    ))
+    .await;
+    let mut client = connect(&gw.url()).await;
+    let upstream = gw.gateway.registry.get("doomed").unwrap().clone();
+    let pid = upstream.pid().expect("a running process");
+
+    let call_task = {
+        let peer = client.service.peer().clone();
+        tokio::spawn(async move {
+            peer.call_tool(call("doomed__countdown", serde_json::json!({"seconds": 30})))
+                .await
+        })
+    };
+    // Once progress arrives the call is in the upstream's hands.
+    client.progress.recv().await.unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let err = call_task.await.unwrap().unwrap_err();
+    let rmcp::service::ServiceError::McpError(err) = err else {
+        panic!("expected a JSON-RPC error, got {err:?}")
+    };
+    assert_eq!(err.code, ErrorCode::INTERNAL_ERROR);
+    assert!(err.message.contains("doomed"), "{}", err.message);
+
+    // Its tools disappear, clients hear about it, the other server keeps working...
+    client.tools_changed.recv().await.unwrap();
+    let result = client
+        .service
+        .call_tool(call("other__echo", serde_json::json!({"text": "fine"})))
+        .await
+        .unwrap();
+    assert_eq!(text(&result), "fine");
+    // ...and the supervisor restarts it.
+    tokio::time::timeout(Duration::from_secs(20), upstream.wait_ready())
+        .await
+        .unwrap();
+    assert_ne!(upstream.pid(), Some(pid));
+    let result = client
+        .service
+        .call_tool(call("doomed__echo", serde_json::json!({"text": "back"})))
+        .await
+        .unwrap();
+    assert_eq!(text(&result), "back");
+}
+
+#[tokio::test]
+async fn pass_through_serves_upstream_names_and_identity() {
+    let gw = common::start(&format!(
+        "[routing]\npass_through = true\n{}",
+        common::demo_server("only")
+    ))
+    .await;
+    let client = connect(&gw.url()).await;
+    let info = client.service.peer_info().unwrap();
+    assert_eq!(
+        info.server_info.as_ref().map(|i| i.name.as_str()),
+        Some("mcp-gateway-demo")
+    );
+    let result = client
+        .service
+        .call_tool(call("echo", serde_json::json!({"text": "direct"})))
+        .await
+        .unwrap();
+    assert_eq!(text(&result), "direct");
+}
