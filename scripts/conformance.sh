@@ -119,7 +119,12 @@ run_suite() {
         >"$results/output.txt" 2>&1 && status=0 || status=$?
     # The per-check log is long; the summary, the failed checks and the baseline verdict are what
     # a reader needs, and the whole output stays next to the results.
-    sed -n '/^=== SUMMARY ===/,$p' "$results/output.txt"
+    if grep -q '^=== SUMMARY ===' "$results/output.txt"; then
+        sed -n '/^=== SUMMARY ===/,$p' "$results/output.txt"
+    else
+        # A single scenario (CONFORMANCE_SCENARIO) prints its checks without a summary.
+        sed -n '/^Checks:/,$p' "$results/output.txt"
+    fi
     if [[ "$status" -ne 0 ]]; then
         log "$target, spec $version: FAILED (exit $status); full output in $results/output.txt"
     fi

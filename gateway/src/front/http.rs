@@ -2,7 +2,15 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
-use axum::{Router, extract::State, http::StatusCode, routing::get};
+use axum::{
+    Router,
+    body::{Body, Bytes},
+    extract::{Request, State},
+    http::{Method, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
 use rmcp::transport::streamable_http_server::{
     StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
 };
@@ -34,8 +42,16 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         Arc::new(LocalSessionManager::default()),
         mcp_config,
     );
-    Router::new()
+    let body_limit = gateway.config.listen.max_body_bytes;
+    let mcp = Router::new()
         .route_service(&gateway.config.listen.path, mcp)
+        // Malformed bodies are answered here with JSON-RPC errors (-32700, -32600) instead of
+        // the transport's plain-text 400, and oversized ones with 413 before any parsing.
+        .layer(middleware::from_fn(move |request, next| {
+            jsonrpc_guard(body_limit, request, next)
+        }));
+    Router::new()
+        .merge(mcp)
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(gateway)
@@ -77,4 +93,124 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) -> std::io::Res
 /// Binds the configured address.
 pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(address).await
+}
+
+/// A JSON-RPC error response that is not tied to a request id.
+fn jsonrpc_error(status: StatusCode, id: serde_json::Value, code: i64, message: String) -> Response {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "error": { "code": code, "message": message },
+    });
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+/// Reads a POST body within the limit and checks that it is one JSON-RPC message before the MCP
+/// transport sees it.
+async fn jsonrpc_guard(limit: usize, request: Request, next: Next) -> Response {
+    if request.method() != Method::POST {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let bytes: Bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body exceeds {limit} bytes"),
+            )
+                .into_response();
+        }
+    };
+    let value: serde_json::Value = match serde_json::from_slice(&bytes) {
+        Ok(value) => value,
+        Err(e) => {
+            return jsonrpc_error(
+                StatusCode::BAD_REQUEST,
+                serde_json::Value::Null,
+                -32700,
+                format!("Parse error: {e}"),
+            );
+        }
+    };
+    if let Err((id, why)) = check_message(&value) {
+        return jsonrpc_error(StatusCode::BAD_REQUEST, id, -32600, format!("Invalid Request: {why}"));
+    }
+    next.run(Request::from_parts(parts, Body::from(bytes))).await
+}
+
+/// Checks the envelope of one JSON-RPC 2.0 message; on failure returns the id to answer with.
+fn check_message(value: &serde_json::Value) -> Result<(), (serde_json::Value, &'static str)> {
+    let Some(object) = value.as_object() else {
+        return Err((
+            serde_json::Value::Null,
+            if value.is_array() {
+                "batches are not supported"
+            } else {
+                "a message must be a JSON object"
+            },
+        ));
+    };
+    let id = object.get("id").cloned().unwrap_or(serde_json::Value::Null);
+    let id_ok = match object.get("id") {
+        None => true,
+        Some(id) => id.is_string() || id.is_i64() || id.is_u64(),
+    };
+    if object.get("jsonrpc").and_then(|v| v.as_str()) != Some("2.0") {
+        return Err((id, "`jsonrpc` must be \"2.0\""));
+    }
+    if !id_ok {
+        return Err((serde_json::Value::Null, "`id` must be a string or an integer"));
+    }
+    match object.get("method") {
+        Some(method) if !method.is_string() => Err((id, "`method` must be a string")),
+        Some(_) => match object.get("params") {
+            Some(params) if !params.is_object() => Err((id, "`params` must be an object")),
+            _ => Ok(()),
+        },
+        None if object.contains_key("result") || object.contains_key("error") => {
+            if object.contains_key("id") {
+                Ok(())
+            } else {
+                Err((id, "a response needs an `id`"))
+            }
+        }
+        None => Err((id, "a message needs a `method`, or a `result` or `error`")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::check_message;
+
+    #[test]
+    fn envelopes() {
+        let ok = [
+            json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}),
+            json!({"jsonrpc": "2.0", "id": "a", "method": "tools/list", "params": {}}),
+            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+            json!({"jsonrpc": "2.0", "id": 3, "result": {}}),
+            json!({"jsonrpc": "2.0", "id": 3, "error": {"code": 1, "message": "x"}}),
+        ];
+        for message in ok {
+            assert!(check_message(&message).is_ok(), "{message}");
+        }
+        let bad = [
+            json!([{"jsonrpc": "2.0", "id": 1, "method": "ping"}]),
+            json!("ping"),
+            json!({"id": 1, "method": "ping"}),
+            json!({"jsonrpc": "1.0", "id": 1, "method": "ping"}),
+            json!({"jsonrpc": "2.0", "id": 1.5, "method": "ping"}),
+            json!({"jsonrpc": "2.0", "id": {}, "method": "ping"}),
+            json!({"jsonrpc": "2.0", "id": 1, "method": 7}),
+            json!({"jsonrpc": "2.0", "id": 1, "method": "x", "params": [1]}),
+            json!({"jsonrpc": "2.0", "id": 1}),
+            json!({"jsonrpc": "2.0", "result": {}}),
+        ];
+        for message in bad {
+            assert!(check_message(&message).is_err(), "{message}");
+        }
+    }
 }

@@ -1,0 +1,201 @@
+//! Bad input at the HTTP front door: each gets the right answer, and the gateway keeps serving.
+
+mod common;
+
+use reqwest::{Client, StatusCode, header::HeaderMap};
+use serde_json::{Value, json};
+
+const ACCEPT: &str = "application/json, text/event-stream";
+
+struct Http {
+    client: Client,
+    url: String,
+}
+
+impl Http {
+    async fn post(&self, session: Option<&str>, body: impl Into<reqwest::Body>) -> (StatusCode, HeaderMap, String) {
+        let mut request = self
+            .client
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("accept", ACCEPT)
+            .body(body);
+        if let Some(session) = session {
+            request = request
+                .header("mcp-session-id", session)
+                .header("mcp-protocol-version", "2025-11-25");
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        (status, headers, response.text().await.unwrap())
+    }
+
+    async fn initialize(&self) -> String {
+        let (status, headers, _) = self
+            .post(
+                None,
+                json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                    "protocolVersion": "2025-11-25", "capabilities": {},
+                    "clientInfo": {"name": "bad-input-test", "version": "1"}}})
+                .to_string(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let session = headers["mcp-session-id"].to_str().unwrap().to_owned();
+        let (status, _, _) = self
+            .post(
+                Some(&session),
+                json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        session
+    }
+}
+
+/// The JSON-RPC message in a JSON or SSE response body.
+fn message(body: &str) -> Value {
+    let json = body
+        .lines()
+        .filter_map(|line| line.strip_prefix("data:"))
+        .map(str::trim)
+        .find(|data| !data.is_empty())
+        .unwrap_or(body);
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+fn error_code(body: &str) -> i64 {
+    message(body)["error"]["code"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no error code in {body}"))
+}
+
+#[tokio::test]
+async fn each_bad_request_gets_its_answer_and_the_gateway_keeps_serving() {
+    let gw = common::start(&format!(
+        "[listen]\nmax_body_bytes = 65536\nallowed_origins = [\"http://localhost:6274\"]\n{}",
+        common::demo_server("demo")
+    ))
+    .await;
+    let http = Http {
+        client: Client::new(),
+        url: gw.url(),
+    };
+    let session = http.initialize().await;
+
+    // Malformed JSON: parse error.
+    let (_, _, body) = http.post(Some(&session), "{\"jsonrpc\": \"2.0\", \"id\": 2, ").await;
+    assert_eq!(error_code(&body), -32700, "{body}");
+
+    // Valid JSON that is not a JSON-RPC message: invalid request.
+    let (_, _, body) = http.post(Some(&session), json!({"id": 3, "foo": 1}).to_string()).await;
+    assert_eq!(error_code(&body), -32600, "{body}");
+
+    // Unknown method: method not found.
+    let (_, _, body) = http
+        .post(
+            Some(&session),
+            json!({"jsonrpc": "2.0", "id": 4, "method": "tools/teleport", "params": {}}).to_string(),
+        )
+        .await;
+    assert_eq!(error_code(&body), -32601, "{body}");
+
+    // Unknown tool: invalid params.
+    let (_, _, body) = http
+        .post(
+            Some(&session),
+            json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+                   "params": {"name": "demo__teleport", "arguments": {}}})
+            .to_string(),
+        )
+        .await;
+    assert_eq!(error_code(&body), -32602, "{body}");
+
+    // A body over the limit: 413, whatever Content-Length says.
+    let big = format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":6,\"method\":\"tools/call\",\"params\":{{\"name\":\"demo__echo\",\"arguments\":{{\"text\":\"{}\"}}}}}}",
+        "x".repeat(70_000)
+    );
+    let (status, _, _) = http.post(Some(&session), big).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+
+    // A request without a session after initialization: 400. An unknown session: 404.
+    let list = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/list"}).to_string();
+    let response = http
+        .client
+        .post(&http.url)
+        .header("content-type", "application/json")
+        .header("accept", ACCEPT)
+        .header("mcp-protocol-version", "2025-11-25")
+        .body(list.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let (status, _, _) = http.post(Some("no-such-session"), list.clone()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // An unsupported protocol version header: 400.
+    let response = http
+        .client
+        .post(&http.url)
+        .header("content-type", "application/json")
+        .header("accept", ACCEPT)
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "1999-01-01")
+        .body(list.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+    // A foreign Host (DNS rebinding) and an unlisted browser Origin: refused.
+    let response = http
+        .client
+        .post(&http.url)
+        .header("host", "evil.example")
+        .header("content-type", "application/json")
+        .header("accept", ACCEPT)
+        .body(list.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let response = http
+        .client
+        .post(&http.url)
+        .header("origin", "https://evil.example")
+        .header("content-type", "application/json")
+        .header("accept", ACCEPT)
+        .body(list.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+
+    // After all that, the same session still works.
+    let (status, _, body) = http
+        .post(
+            Some(&session),
+            json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call",
+                   "params": {"name": "demo__echo", "arguments": {"text": "alive"}}})
+            .to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(message(&body)["result"]["content"][0]["text"], "alive", "{body}");
+
+    // DELETE ends the session; it is unknown afterwards.
+    let response = http
+        .client
+        .delete(&http.url)
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    let (status, _, _) = http.post(Some(&session), list).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
