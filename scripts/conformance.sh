@@ -2,7 +2,8 @@
 # Runs the official MCP conformance suite (server mode, every scenario) against a target:
 #
 #   scripts/conformance.sh fixture   the conformance fixture served directly over Streamable HTTP
-#   scripts/conformance.sh gateway   the gateway in pass-through mode in front of the fixture (TODO)
+#   scripts/conformance.sh gateway   the gateway in pass-through mode in front of the fixture, which
+#                                    it runs as a stdio upstream
 #
 # Both protocol eras are run: 2025-11-25 (initialize and sessions) and 2026-07-28 (stateless).
 # Each run is judged by the suite itself against tests/conformance/baseline-<target>-<version>.yml,
@@ -62,8 +63,8 @@ install_tools() {
 }
 
 build_fixture() {
-    log "building conformance-fixture"
-    (cd "$root" && cargo build --quiet -p gateway-tests --bin conformance-fixture)
+    log "building conformance-fixture and mcp-gateway"
+    (cd "$root" && cargo build --quiet -p gateway-tests --bin conformance-fixture -p mcp-gateway --bin mcp-gateway)
 }
 
 server_pid=""
@@ -90,6 +91,36 @@ start_fixture() {
         exit 1
     fi
     # The fixture prints nothing more on stdout; closing our end does not disturb it.
+    exec {fd}<&-
+}
+
+# Starts the gateway in pass-through mode with the fixture as its one stdio upstream, and sets
+# $url from the line the gateway prints once its upstream is connected.
+start_gateway() {
+    local log_file="$1"
+    local work="$target_dir/conformance/gateway/work"
+    rm -rf "$work"
+    mkdir -p "$work"
+    cat >"$work/gateway.toml" <<TOML
+[storage]
+data_dir = "$work/data"
+
+[routing]
+pass_through = true
+
+[servers.fixture]
+command = "$target_dir/debug/conformance-fixture"
+args = ["stdio"]
+TOML
+    local fd line
+    exec {fd}< <(exec "$target_dir/debug/mcp-gateway" serve --config "$work/gateway.toml" --bind 127.0.0.1:0 2>"$log_file")
+    server_pid=$!
+    if ! read -r -t 60 -u "$fd" line; then
+        log "the gateway printed no URL within 60 s; its log:"
+        cat "$log_file" >&2
+        exit 1
+    fi
+    url="${line#listening on }"
     exec {fd}<&-
 }
 
@@ -135,22 +166,18 @@ main() {
     [[ $# -eq 1 ]] || usage
     local target="$1"
     case "$target" in
-    fixture) ;;
-    gateway)
-        # TODO(gateway): build mcp-gateway, write a config that runs
-        # "$target_dir/debug/conformance-fixture stdio" as one pass-through upstream, start
-        # "$target_dir/debug/mcp-gateway serve --config <generated toml>" on a free loopback port,
-        # and run the same suites against it with baseline-gateway-<version>.yml files.
-        log "gateway mode is not implemented yet (waiting for the gateway config format)"
-        exit 2
-        ;;
+    fixture | gateway) ;;
     *) usage ;;
     esac
 
     install_tools
     build_fixture
     mkdir -p "$target_dir/conformance/$target"
-    start_fixture "$target_dir/conformance/$target/fixture.log"
+    if [[ "$target" = fixture ]]; then
+        start_fixture "$target_dir/conformance/$target/fixture.log"
+    else
+        start_gateway "$target_dir/conformance/$target/gateway.log"
+    fi
 
     local failed=0 version
     for version in $SPEC_VERSIONS; do

@@ -62,6 +62,55 @@ impl GatewayHandler {
     }
 }
 
+/// How many input-required rounds the gateway drives for a legacy client before giving up.
+const MAX_INPUT_ROUNDS: usize = 16;
+
+fn too_many_rounds() -> McpError {
+    McpError::internal_error(
+        format!("the upstream asked for input more than {MAX_INPUT_ROUNDS} times"),
+        None,
+    )
+}
+
+/// Whether the client speaks the 2026-07-28 era, which asks for input with input-required
+/// results instead of server-to-client requests.
+fn client_is_modern(context: &RequestContext<RoleServer>) -> bool {
+    context
+        .protocol_version()
+        .is_some_and(|v| v.as_str() >= ProtocolVersion::V_2026_07_28.as_str())
+}
+
+/// Translates an upstream's input-required result (2026-07-28) for a legacy client: each input
+/// request becomes a server-to-client request inside the client's call, and the answers become
+/// the `inputResponses` of the retried upstream request.
+async fn ask_legacy_client(
+    context: &RequestContext<RoleServer>,
+    result: InputRequiredResult,
+) -> Result<(Option<InputResponses>, Option<String>), McpError> {
+    let mut responses = InputResponses::new();
+    for (key, input) in result.input_requests.unwrap_or_default() {
+        let request = match input {
+            InputRequest::CreateMessage(r) => ServerRequest::CreateMessageRequest(r),
+            InputRequest::Elicitation(r) => ServerRequest::ElicitRequest(r),
+            InputRequest::ListRoots(r) => ServerRequest::ListRootsRequest(r),
+            _ => return Err(unexpected("an input request of an unknown kind")),
+        };
+        let answer = context.peer.send_request(request).await.map_err(|e| match e {
+            rmcp::service::ServiceError::McpError(e) => e,
+            other => McpError::internal_error(format!("the client did not answer: {other}"), None),
+        })?;
+        let value = match answer {
+            ClientResult::CreateMessageResult(r) => serde_json::to_value(r),
+            ClientResult::ElicitResult(r) => serde_json::to_value(r),
+            ClientResult::ListRootsResult(r) => serde_json::to_value(r),
+            _ => return Err(unexpected("an input request")),
+        }
+        .map_err(|e| McpError::internal_error(format!("cannot encode the client's answer: {e}"), None))?;
+        responses.insert(key, value);
+    }
+    Ok(((!responses.is_empty()).then_some(responses), result.request_state))
+}
+
 fn unexpected(method: &str) -> McpError {
     McpError::internal_error(format!("the upstream answered {method} with an unexpected result"), None)
 }
@@ -132,20 +181,31 @@ impl ServerHandler for GatewayHandler {
             .map(|(_, local)| local.to_owned())
             .unwrap_or(name)
             .into();
-        let result = pipeline::dispatch(
-            &self.gateway.sessions,
-            self.session.id,
-            upstream,
-            ClientRequest::CallToolRequest(Request::new(upstream_request)),
-            &context,
-        )
-        .await?;
-        match result {
-            ServerResult::CallToolResult(result) => Ok(CallToolResponse::Complete(result)),
-            ServerResult::InputRequiredResult(result) => Ok(CallToolResponse::InputRequired(result)),
-            ServerResult::CreateTaskResult(result) => Ok(CallToolResponse::Task(result)),
-            _ => Err(unexpected("tools/call")),
+        let legacy_client = !client_is_modern(&context);
+        for _round in 0..MAX_INPUT_ROUNDS {
+            let result = pipeline::dispatch(
+                &self.gateway.sessions,
+                self.session.id,
+                upstream,
+                ClientRequest::CallToolRequest(Request::new(upstream_request.clone())),
+                &context,
+            )
+            .await?;
+            match result {
+                ServerResult::CallToolResult(result) => return Ok(CallToolResponse::Complete(result)),
+                ServerResult::InputRequiredResult(result) if legacy_client => {
+                    let (responses, state) = ask_legacy_client(&context, result).await?;
+                    upstream_request.input_responses = responses;
+                    upstream_request.request_state = state;
+                }
+                ServerResult::InputRequiredResult(result) => {
+                    return Ok(CallToolResponse::InputRequired(result));
+                }
+                ServerResult::CreateTaskResult(result) => return Ok(CallToolResponse::Task(result)),
+                _ => return Err(unexpected("tools/call")),
+            }
         }
+        Err(too_many_rounds())
     }
 
     async fn list_prompts(
@@ -170,14 +230,25 @@ impl ServerHandler for GatewayHandler {
         };
         request.name = local.to_owned();
         let server = upstream.spec.name.clone();
-        match self
-            .relay(&server, ClientRequest::GetPromptRequest(Request::new(request)), &context)
-            .await?
-        {
-            ServerResult::GetPromptResult(result) => Ok(GetPromptResponse::Complete(result)),
-            ServerResult::InputRequiredResult(result) => Ok(GetPromptResponse::InputRequired(result)),
-            _ => Err(unexpected("prompts/get")),
+        let legacy_client = !client_is_modern(&context);
+        for _round in 0..MAX_INPUT_ROUNDS {
+            match self
+                .relay(&server, ClientRequest::GetPromptRequest(Request::new(request.clone())), &context)
+                .await?
+            {
+                ServerResult::GetPromptResult(result) => return Ok(GetPromptResponse::Complete(result)),
+                ServerResult::InputRequiredResult(result) if legacy_client => {
+                    let (responses, state) = ask_legacy_client(&context, result).await?;
+                    request.input_responses = responses;
+                    request.request_state = state;
+                }
+                ServerResult::InputRequiredResult(result) => {
+                    return Ok(GetPromptResponse::InputRequired(result));
+                }
+                _ => return Err(unexpected("prompts/get")),
+            }
         }
+        Err(too_many_rounds())
     }
 
     async fn list_resources(

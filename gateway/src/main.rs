@@ -123,8 +123,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "serving MCP at http://{local}{} (health: /healthz, readiness: /readyz)",
                 gateway.config.listen.path
             );
-            // Tests and scripts read the bound address from this line when they asked for port 0.
-            println!("listening on http://{local}{}", gateway.config.listen.path);
+            let ready = gateway.clone();
+            let connect_timeout = gateway.config.routing.connect_timeout;
+            tokio::spawn(async move {
+                // Scripts read the address from this line (they may have asked for port 0) and
+                // take it as the signal that the upstreams are connected, so it waits for them,
+                // up to the connect timeout; the socket already accepts requests meanwhile.
+                let _ = tokio::time::timeout(connect_timeout, ready.wait_ready()).await;
+                println!("listening on http://{local}{}", ready.config.listen.path);
+            });
             let shutdown = gateway.clone();
             tokio::spawn(async move {
                 let _ = tokio::signal::ctrl_c().await;

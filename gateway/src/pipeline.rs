@@ -14,7 +14,8 @@ use std::{sync::Arc, time::Instant};
 use rmcp::{
     ErrorData as McpError, RoleServer,
     model::{
-        CancelledNotificationParam, ClientNotification, ClientRequest, Notification, ServerResult,
+        CancelledNotificationParam, ClientNotification, ClientRequest, Notification,
+        RequestMetaObject, ServerResult,
     },
     service::{PeerRequestOptions, RequestContext, ServiceError},
 };
@@ -66,7 +67,7 @@ async fn dispatch_inner(
     let client_token = ctx.meta.get_progress_token();
     let (back_tx, mut back_rx) = mpsc::channel(BACK_CHANNEL_CAPACITY);
     let handle = peer
-        .send_request_with_option(request, PeerRequestOptions::no_options())
+        .send_request_with_option(request, PeerRequestOptions::no_options().with_meta(forwarded_meta(ctx)))
         .await
         .map_err(|source| service_error(upstream, source))?;
     let _inflight = sessions.register_call(
@@ -138,6 +139,28 @@ async fn dispatch_inner(
             }
         }
     }
+}
+
+/// The client's request `_meta` as the upstream should see it: everything the client said about
+/// itself and this request (capabilities, log level, trace context, extensions), except what
+/// belongs to the gateway's own connection with the upstream: the negotiated protocol version,
+/// the client implementation (the upstream's client is the gateway), and the progress token,
+/// which the gateway replaces with its own and maps back.
+fn forwarded_meta(ctx: &RequestContext<RoleServer>) -> RequestMetaObject {
+    let mut meta = ctx.meta.clone();
+    for key in [
+        "progressToken",
+        "io.modelcontextprotocol/protocolVersion",
+        "io.modelcontextprotocol/clientInfo",
+    ] {
+        meta.0.0.remove(key);
+    }
+    // A legacy client declared its capabilities once, at initialize; a 2026-07-28 upstream
+    // expects them on every request, and must not be told the client can do more than it can.
+    if let Some(capabilities) = ctx.client_capabilities() {
+        meta.set_client_capabilities(capabilities);
+    }
+    meta
 }
 
 fn service_error(upstream: &Upstream, source: ServiceError) -> McpError {

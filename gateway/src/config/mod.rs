@@ -191,7 +191,15 @@ impl Config {
             allowed_hosts: listen.allowed_hosts.clone().unwrap_or_else(|| {
                 vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]
             }),
-            allowed_origins: listen.allowed_origins.clone().unwrap_or_default(),
+            allowed_origins: listen.allowed_origins.clone().unwrap_or_else(|| {
+                // Pages served from this machine may call the gateway (the MCP Inspector runs on
+                // localhost); a page from any other origin, as in DNS rebinding, may not.
+                vec![
+                    "http://localhost:*".into(),
+                    "http://127.0.0.1:*".into(),
+                    "http://[::1]:*".into(),
+                ]
+            }),
             max_body_bytes: listen.max_body_bytes.unwrap_or(DEFAULT_BODY_LIMIT),
         };
 

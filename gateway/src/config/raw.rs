@@ -51,9 +51,11 @@ pub struct RawListen {
     /// names `localhost`, `127.0.0.1` and `::1`, which defeats DNS rebinding. Set this to the
     /// names clients use when the gateway is reachable from other machines.
     pub allowed_hosts: Option<Vec<String>>,
-    /// Accepted browser `Origin` values, with scheme, e.g. `http://localhost:6274`. Default:
-    /// requests that carry an `Origin` are refused unless it is listed here; requests without an
-    /// `Origin` (non-browser clients) are accepted.
+    /// Accepted browser `Origin` values, with scheme and port (`:*` for any port), e.g.
+    /// `https://app.example.com:443`. Default: the loopback origins `http://localhost:*`,
+    /// `http://127.0.0.1:*` and `http://[::1]:*`. A request carrying any other `Origin` is
+    /// refused; requests without an `Origin` (non-browser clients) are accepted. An empty list
+    /// refuses every browser origin.
     pub allowed_origins: Option<Vec<String>>,
     /// Largest accepted request body in bytes. Default 4 MiB; larger bodies get HTTP 413.
     pub max_body_bytes: Option<usize>,

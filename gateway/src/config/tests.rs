@@ -26,7 +26,10 @@ fn defaults_are_closed() {
     assert_eq!(config.listen.bind.to_string(), "127.0.0.1:8080");
     assert_eq!(config.listen.path, "/mcp");
     assert_eq!(config.listen.allowed_hosts, ["localhost", "127.0.0.1", "::1"]);
-    assert!(config.listen.allowed_origins.is_empty());
+    assert_eq!(
+        config.listen.allowed_origins,
+        ["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"]
+    );
     assert_eq!(config.listen.max_body_bytes, 4 * 1024 * 1024);
     assert_eq!(config.storage.database_url, "sqlite:///etc/gw/data/gateway.db");
     assert_eq!(config.routing.separator, "__");

@@ -444,6 +444,12 @@ fn elicited_text<'a>(response: &'a JsonObject, field: &str) -> Option<&'a str> {
     response.get("content")?.get(field)?.as_str()
 }
 
+/// What asking the client for input gave: its answer, or the result that asks for it (2026-07-28).
+enum Asked {
+    Answer(Result<Value, ErrorData>),
+    NeedInput(CallToolResponse),
+}
+
 fn input_required(requests: InputRequests, state: Option<String>) -> CallToolResponse {
     InputRequiredResult::new(Some(requests), state).into()
 }
@@ -516,14 +522,57 @@ impl Fixture {
         }
     }
 
-    /// Sends an elicitation request to the client (2025 era) and describes its answer.
+    /// Asks the client for input the way its protocol era does it: a server-to-client request
+    /// inside the call (2025 era), or an input-required result that the client answers by
+    /// retrying the call with `inputResponses` (2026-07-28), as a real dual-era server would.
+    async fn ask(
+        &self,
+        cx: &RequestContext<RoleServer>,
+        responses: Option<&InputResponses>,
+        request: InputRequest,
+    ) -> Result<Asked, ErrorData> {
+        const KEY: &str = "input";
+        let modern = cx
+            .protocol_version()
+            .is_some_and(|v| v.as_str() >= ProtocolVersion::V_2026_07_28.as_str());
+        if modern {
+            return Ok(match responses.and_then(|r| r.get(KEY)) {
+                Some(answer) => Asked::Answer(Ok(answer.clone())),
+                None => {
+                    let mut requests = InputRequests::new();
+                    requests.insert(KEY.into(), request);
+                    Asked::NeedInput(input_required(requests, None))
+                }
+            });
+        }
+        let request = match request {
+            InputRequest::CreateMessage(r) => ServerRequest::CreateMessageRequest(r),
+            InputRequest::Elicitation(r) => ServerRequest::ElicitRequest(r),
+            InputRequest::ListRoots(r) => ServerRequest::ListRootsRequest(r),
+            _ => return Err(internal("unknown input request kind")),
+        };
+        Ok(Asked::Answer(match cx.peer.send_request(request).await {
+            Ok(ClientResult::CreateMessageResult(result)) => {
+                serde_json::to_value(result).map_err(internal)
+            }
+            Ok(ClientResult::ElicitResult(result)) => serde_json::to_value(result).map_err(internal),
+            Ok(ClientResult::ListRootsResult(result)) => {
+                serde_json::to_value(result).map_err(internal)
+            }
+            Ok(other) => Err(internal(format!("unexpected answer: {other:?}"))),
+            Err(error) => Err(internal(error)),
+        }))
+    }
+
+    /// Asks the client to fill a form and describes its answer.
     async fn elicit(
         &self,
         cx: &RequestContext<RoleServer>,
+        responses: Option<&InputResponses>,
         message: &str,
         schema: Value,
         label: &str,
-    ) -> Result<CallToolResult, ErrorData> {
+    ) -> Result<Result<CallToolResult, CallToolResponse>, ErrorData> {
         let params: ElicitRequestParams = serde_json::from_value(json!({
             "mode": "form",
             "message": message,
@@ -532,32 +581,32 @@ impl Fixture {
         .map_err(internal)?;
         // rmcp's typed `create_elicitation` sits behind its `elicitation` feature; the raw request
         // needs no extra feature and carries the same message.
-        let answer = cx
-            .peer
-            .send_request(ServerRequest::ElicitRequest(ElicitRequest::new(params)))
-            .await;
-        Ok(match answer {
-            Ok(ClientResult::ElicitResult(result)) => {
-                let action = serde_json::to_value(&result.action).unwrap_or(Value::Null);
-                let content = result.content.unwrap_or_else(|| json!({}));
+        let request = InputRequest::Elicitation(ElicitRequest::new(params));
+        let answer = match self.ask(cx, responses, request).await? {
+            Asked::Answer(answer) => answer,
+            Asked::NeedInput(response) => return Ok(Err(response)),
+        };
+        Ok(Ok(match answer {
+            Ok(result) => {
+                let action = result.get("action").cloned().unwrap_or(Value::Null);
+                let content = result.get("content").cloned().unwrap_or_else(|| json!({}));
                 text_result(format!(
                     "{label}: action={}, content={content}",
                     action.as_str().unwrap_or("unknown")
                 ))
             }
-            Ok(other) => CallToolResult::error(vec![ContentBlock::text(format!(
-                "unexpected elicitation answer: {other:?}"
-            ))]),
             Err(error) => CallToolResult::error(vec![ContentBlock::text(format!(
-                "Elicitation not supported or error: {error}"
+                "Elicitation not supported or error: {}",
+                error.message
             ))]),
-        })
+        }))
     }
 
     async fn call_plain_tool(
         &self,
         name: &str,
         args: JsonObject,
+        responses: Option<&InputResponses>,
         cx: &RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let result = match name {
@@ -624,22 +673,18 @@ impl Fixture {
                     .get("prompt")
                     .and_then(Value::as_str)
                     .unwrap_or("Hello");
-                let answer = cx
-                    .peer
-                    .create_message(CreateMessageRequestParams::new(
-                        vec![SamplingMessage::user_text(prompt)],
-                        100,
-                    ))
-                    .await;
+                let answer = match self.ask(cx, responses, sampling_input(prompt, 100)).await? {
+                    Asked::Answer(answer) => answer,
+                    Asked::NeedInput(response) => return Ok(response),
+                };
                 match answer {
                     Ok(result) => {
                         let text = result
-                            .message
-                            .content
-                            .first()
-                            .and_then(|c| c.as_text())
-                            .map(|t| t.text.clone())
-                            .unwrap_or_else(|| "No response".into());
+                            .get("content")
+                            .and_then(|c| c.get("text"))
+                            .and_then(Value::as_str)
+                            .unwrap_or("No response")
+                            .to_owned();
                         text_result(format!("LLM response: {text}"))
                     }
                     Err(error) => CallToolResult::error(vec![ContentBlock::text(format!(
@@ -659,7 +704,10 @@ impl Fixture {
                     },
                     "required": ["response"]
                 });
-                self.elicit(cx, message, schema, "User response").await?
+                match self.elicit(cx, responses, message, schema, "User response").await? {
+                    Ok(result) => result,
+                    Err(response) => return Ok(response),
+                }
             }
             "test_elicitation_sep1034_defaults" => {
                 let schema = json!({
@@ -678,13 +726,18 @@ impl Fixture {
                     },
                     "required": []
                 });
-                self.elicit(
+                match self.elicit(
                     cx,
+                    responses,
                     "Please review and update the form fields with defaults",
                     schema,
                     "Elicitation completed",
                 )
                 .await?
+                {
+                    Ok(result) => result,
+                    Err(response) => return Ok(response),
+                }
             }
             "test_elicitation_sep1330_enums" => {
                 let schema = json!({
@@ -733,13 +786,18 @@ impl Fixture {
                     },
                     "required": []
                 });
-                self.elicit(
+                match self.elicit(
                     cx,
+                    responses,
                     "Please select options from the enum fields",
                     schema,
                     "Elicitation completed",
                 )
                 .await?
+                {
+                    Ok(result) => result,
+                    Err(response) => return Ok(response),
+                }
             }
             "json_schema_2020_12_tool" => text_result(format!(
                 "JSON Schema 2020-12 tool called with: {}",
@@ -1105,7 +1163,8 @@ impl ServerHandler for Fixture {
             return self.call_input_required_tool(&request, &cx);
         }
         let args = request.arguments.clone().unwrap_or_default();
-        self.call_plain_tool(&request.name, args, &cx).await
+        self.call_plain_tool(&request.name, args, request.input_responses.as_ref(), &cx)
+            .await
     }
 
     async fn list_resources(
