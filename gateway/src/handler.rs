@@ -11,7 +11,7 @@ use std::sync::Arc;
 use rmcp::{
     ErrorData as McpError, RoleServer, ServerHandler,
     model::*,
-    service::{NotificationContext, RequestContext},
+    service::{NotificationContext, RequestContext, SubscriptionContext},
 };
 
 use crate::{Gateway, pipeline, session::SessionGuard};
@@ -208,6 +208,14 @@ impl ServerHandler for GatewayHandler {
         Err(too_many_rounds())
     }
 
+    /// The definition rmcp checks `Mcp-Param-*` headers against (declared with `x-mcp-header`
+    /// in the tool's input schema), under the name the client uses.
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        let (_, mut tool) = self.gateway.registry.resolve_tool(name)?;
+        tool.name = name.to_owned().into();
+        Some(tool)
+    }
+
     async fn list_prompts(
         &self,
         request: Option<PaginatedRequestParams>,
@@ -312,37 +320,62 @@ impl ServerHandler for GatewayHandler {
 
     async fn subscribe(
         &self,
-        mut request: SubscribeRequestParams,
-        context: RequestContext<RoleServer>,
+        request: SubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
-        let uri = request.uri.clone();
+        let uri = request.uri;
         let Some((upstream, local)) = self.gateway.registry.resolve_uri(&uri) else {
             return Err(Self::unknown_resource(&uri));
         };
-        let server = upstream.spec.name.clone();
-        request.uri = local.to_owned();
-        // Every subscription is forwarded: subscribing twice is harmless upstream, and a
-        // reference count here could not survive an upstream reconnect anyway.
-        self.relay(&server, ClientRequest::SubscribeRequest(Request::new(request)), &context)
-            .await?;
-        self.gateway.sessions.subscribe(self.session.id, &uri);
+        if self.gateway.sessions.subscribe(self.session.id, &uri) {
+            if let Err(e) = upstream.want(local).await {
+                self.gateway.sessions.unsubscribe(self.session.id, &uri);
+                return Err(pipeline::upstream_error(e));
+            }
+        }
         Ok(())
     }
 
     async fn unsubscribe(
         &self,
-        mut request: UnsubscribeRequestParams,
-        context: RequestContext<RoleServer>,
+        request: UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
-        let uri = request.uri.clone();
+        let uri = request.uri;
         let Some((upstream, local)) = self.gateway.registry.resolve_uri(&uri) else {
             return Err(Self::unknown_resource(&uri));
         };
-        let server = upstream.spec.name.clone();
         if self.gateway.sessions.unsubscribe(self.session.id, &uri) {
-            request.uri = local.to_owned();
-            self.relay(&server, ClientRequest::UnsubscribeRequest(Request::new(request)), &context)
-                .await?;
+            upstream.unwant(local).await;
+        }
+        Ok(())
+    }
+
+    fn accepted_subscription_filter(&self, requested: &SubscriptionFilter) -> Option<SubscriptionFilter> {
+        let mut accepted = requested.clone();
+        // Only resources the gateway can route are accepted; the rest are left out of the
+        // acknowledgment, which tells the client they will not be delivered.
+        if let Some(uris) = &mut accepted.resource_subscriptions {
+            uris.retain(|uri| self.gateway.registry.resolve_uri(uri).is_some());
+        }
+        Some(accepted)
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
+        let _listener = self.gateway.sessions.add_listener(context.sink().clone());
+        let uris = context.accepted().resource_subscriptions.clone().unwrap_or_default();
+        let mut held = Vec::new();
+        for uri in &uris {
+            if let Some((upstream, local)) = self.gateway.registry.resolve_uri(uri) {
+                match upstream.want(local).await {
+                    Ok(()) => held.push((upstream.clone(), local.to_owned())),
+                    Err(e) => tracing::warn!(uri, error = %e, "cannot subscribe upstream"),
+                }
+            }
+        }
+        context.cancelled().await;
+        for (upstream, local) in held {
+            upstream.unwant(&local).await;
         }
         Ok(())
     }
@@ -410,6 +443,26 @@ impl ServerHandler for GatewayHandler {
             }
         }
         Ok(())
+    }
+}
+
+impl Drop for GatewayHandler {
+    fn drop(&mut self) {
+        // A session that ends without unsubscribing still releases its upstream subscriptions.
+        let uris = self.gateway.sessions.subscriptions(self.session.id);
+        if uris.is_empty() {
+            return;
+        }
+        let gateway = self.gateway.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                for uri in uris {
+                    if let Some((upstream, local)) = gateway.registry.resolve_uri(&uri) {
+                        upstream.unwant(local).await;
+                    }
+                }
+            });
+        }
     }
 }
 

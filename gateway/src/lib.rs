@@ -107,16 +107,30 @@ async fn announce_changes(sessions: Arc<Sessions>, mut changes: broadcast::Recei
             },
             Err(broadcast::error::RecvError::Closed) => return,
         };
-        for peer in sessions.peers() {
-            if change.tools {
-                let _ = peer.notify_tool_list_changed().await;
-            }
-            if change.resources {
-                let _ = peer.notify_resource_list_changed().await;
-            }
-            if change.prompts {
-                let _ = peer.notify_prompt_list_changed().await;
-            }
+        use rmcp::model::{
+            PromptListChangedNotification, ResourceListChangedNotification, ServerNotification,
+            ToolListChangedNotification,
+        };
+        if change.tools {
+            sessions
+                .broadcast(ServerNotification::ToolListChangedNotification(
+                    ToolListChangedNotification::default(),
+                ))
+                .await;
+        }
+        if change.resources {
+            sessions
+                .broadcast(ServerNotification::ResourceListChangedNotification(
+                    ResourceListChangedNotification::default(),
+                ))
+                .await;
+        }
+        if change.prompts {
+            sessions
+                .broadcast(ServerNotification::PromptListChangedNotification(
+                    PromptListChangedNotification::default(),
+                ))
+                .await;
         }
     }
 }

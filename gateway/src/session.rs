@@ -19,7 +19,11 @@ use std::{
 
 use rmcp::{
     ErrorData as McpError, Peer, RoleServer,
-    model::{ClientResult, ProgressToken, ServerNotification, ServerRequest},
+    model::{
+        ClientResult, Notification, ProgressToken, ResourceUpdatedNotificationParam,
+        ServerNotification, ServerRequest,
+    },
+    service::SubscriptionSink,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -59,6 +63,20 @@ pub struct Sessions {
     next_id: AtomicU64,
     sessions: Mutex<HashMap<SessionId, SessionEntry>>,
     inflight: Mutex<HashMap<u64, InflightCall>>,
+    /// Open `subscriptions/listen` streams of 2026-07-28 clients.
+    listeners: Mutex<HashMap<u64, SubscriptionSink>>,
+}
+
+/// Removes a listen stream from [`Sessions`] when dropped.
+pub struct ListenerGuard {
+    key: u64,
+    sessions: Arc<Sessions>,
+}
+
+impl Drop for ListenerGuard {
+    fn drop(&mut self) {
+        self.sessions.lock_listeners().remove(&self.key);
+    }
 }
 
 /// Removes its session from [`Sessions`] when dropped, which happens when the client session ends.
@@ -96,6 +114,55 @@ impl Sessions {
         self.inflight.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn lock_listeners(&self) -> std::sync::MutexGuard<'_, HashMap<u64, SubscriptionSink>> {
+        self.listeners.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a client's listen stream; it receives notifications until the guard is dropped.
+    pub fn add_listener(self: &Arc<Self>, sink: SubscriptionSink) -> ListenerGuard {
+        let key = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.lock_listeners().insert(key, sink);
+        ListenerGuard {
+            key,
+            sessions: self.clone(),
+        }
+    }
+
+    /// Sends a change notification to every session and listen stream that accepts it.
+    pub async fn broadcast(&self, notification: ServerNotification) {
+        let peers = self.peers();
+        for peer in peers {
+            let _ = peer.send_notification(notification.clone()).await;
+        }
+        let sinks: Vec<_> = self.lock_listeners().values().cloned().collect();
+        for sink in sinks {
+            // A stream whose filter did not ask for this kind of change refuses it: as intended.
+            let _ = sink.send(notification.clone()).await;
+        }
+    }
+
+    /// Delivers a resource update (client-visible URI) to the sessions and listen streams
+    /// subscribed to it.
+    pub async fn resource_updated(&self, params: ResourceUpdatedNotificationParam) {
+        for peer in self.subscribers(&params.uri) {
+            let _ = peer.notify_resource_updated(params.clone()).await;
+        }
+        let sinks: Vec<_> = self.lock_listeners().values().cloned().collect();
+        let notification =
+            ServerNotification::ResourceUpdatedNotification(Notification::new(params));
+        for sink in sinks {
+            let _ = sink.send(notification.clone()).await;
+        }
+    }
+
+    /// The client-visible URIs a session is subscribed to.
+    pub fn subscriptions(&self, id: SessionId) -> Vec<String> {
+        self.lock_sessions()
+            .get(&id)
+            .map(|e| e.subscriptions.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Opens a session; it lasts as long as the returned guard.
     pub fn open(self: &Arc<Self>) -> SessionGuard {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -128,13 +195,11 @@ impl Sessions {
             .is_some_and(|entry| entry.subscriptions.insert(uri.to_owned()))
     }
 
-    /// Removes a resource subscription; returns whether no session is subscribed to it any more.
+    /// Removes a resource subscription; returns whether this session was subscribed.
     pub fn unsubscribe(&self, id: SessionId, uri: &str) -> bool {
-        let mut sessions = self.lock_sessions();
-        if let Some(entry) = sessions.get_mut(&id) {
-            entry.subscriptions.remove(uri);
-        }
-        !sessions.values().any(|e| e.subscriptions.contains(uri))
+        self.lock_sessions()
+            .get_mut(&id)
+            .is_some_and(|entry| entry.subscriptions.remove(uri))
     }
 
     /// Peers of the sessions subscribed to a client-visible URI.

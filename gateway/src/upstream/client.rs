@@ -154,9 +154,7 @@ impl ClientHandler for UpstreamClient {
         _context: NotificationContext<RoleClient>,
     ) {
         params.uri = self.naming.uri(&self.server, &params.uri);
-        for peer in self.sessions.subscribers(&params.uri) {
-            let _ = peer.notify_resource_updated(params.clone()).await;
-        }
+        self.sessions.resource_updated(params).await;
     }
 
     async fn on_resource_list_changed(&self, _context: NotificationContext<RoleClient>) {

@@ -11,14 +11,21 @@ pub mod client;
 pub mod launch;
 
 use std::{
-    sync::{Arc, RwLock},
+    collections::BTreeMap,
+    sync::{Arc, Mutex, RwLock},
     time::{Duration, Instant},
 };
 
 use rmcp::{
     Peer, RoleClient,
-    model::{Prompt, ProtocolVersion, Resource, ResourceTemplate, ServerCapabilities, ServerPeerInfo, Tool},
-    service::{ClientLifecycleMode, ClientServiceExt, RunningService, ServiceError},
+    model::{
+        Prompt, ProtocolVersion, Resource, ResourceTemplate, ServerCapabilities,
+        ServerNotification, ServerPeerInfo, SubscribeRequestParams, SubscriptionFilter, Tool,
+        UnsubscribeRequestParams,
+    },
+    service::{
+        ClientLifecycleMode, ClientServiceExt, RunningService, ServiceError, Subscription,
+    },
     transport::{StreamableHttpClientTransport, streamable_http_client::StreamableHttpClientTransportConfig},
 };
 use secrecy::ExposeSecret;
@@ -111,6 +118,11 @@ pub struct Upstream {
     catalog: RwLock<Arc<Catalog>>,
     tier: RwLock<&'static str>,
     pid: RwLock<Option<u32>>,
+    /// Upstream resource URIs some client is subscribed to, with how many subscriptions each.
+    wanted: Mutex<BTreeMap<String, usize>>,
+    /// Wakes the supervisor when `wanted` changes, for upstreams that take subscriptions
+    /// through `subscriptions/listen`.
+    wanted_changed: tokio::sync::Notify,
 }
 
 /// Everything an upstream's supervisor needs from the gateway.
@@ -146,6 +158,8 @@ impl Upstream {
             catalog: RwLock::new(Arc::default()),
             tier: RwLock::new("none"),
             pid: RwLock::new(None),
+            wanted: Mutex::new(BTreeMap::new()),
+            wanted_changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -185,6 +199,84 @@ impl Upstream {
                 UpstreamState::Failed(reason) => reason,
             },
         })
+    }
+
+    /// Whether the connected upstream speaks the 2026-07-28 era (subscriptions through
+    /// `subscriptions/listen` rather than `resources/subscribe`).
+    fn is_modern(&self) -> bool {
+        self.catalog().info.as_ref().is_some_and(|i| is_modern(&i.protocol_version))
+    }
+
+    /// Adds a subscription to an upstream resource. The first subscription to a URI subscribes
+    /// upstream, in whichever way the upstream's era does it.
+    pub async fn want(&self, uri: &str) -> Result<(), UpstreamError> {
+        let first = {
+            let mut wanted = lock(&self.wanted);
+            let count = wanted.entry(uri.to_owned()).or_insert(0);
+            *count += 1;
+            *count == 1
+        };
+        if !first {
+            return Ok(());
+        }
+        if self.is_modern() {
+            self.wanted_changed.notify_one();
+            return Ok(());
+        }
+        let result = self.legacy_subscribe(uri).await;
+        if result.is_err() {
+            self.release(uri);
+        }
+        result
+    }
+
+    /// Removes a subscription added by [`Self::want`]; the last one unsubscribes upstream.
+    pub async fn unwant(&self, uri: &str) {
+        if !self.release(uri) {
+            return;
+        }
+        if self.is_modern() {
+            self.wanted_changed.notify_one();
+        } else if let Ok(peer) = self.peer() {
+            #[expect(deprecated, reason = "resources/unsubscribe is how legacy-era servers unsubscribe")]
+            let result = peer.unsubscribe(UnsubscribeRequestParams::new(uri)).await;
+            if let Err(e) = result {
+                tracing::debug!(server = %self.name, uri, error = %e, "upstream refused resources/unsubscribe");
+            }
+        }
+    }
+
+    /// Drops one subscription count; returns whether it was the last.
+    fn release(&self, uri: &str) -> bool {
+        let mut wanted = lock(&self.wanted);
+        match wanted.get_mut(uri) {
+            Some(count) if *count > 1 => {
+                *count -= 1;
+                false
+            }
+            Some(_) => {
+                wanted.remove(uri);
+                true
+            }
+            None => false,
+        }
+    }
+
+    async fn legacy_subscribe(&self, uri: &str) -> Result<(), UpstreamError> {
+        let peer = self.peer()?;
+        #[expect(deprecated, reason = "resources/subscribe is how legacy-era servers subscribe")]
+        let request = peer.subscribe(SubscribeRequestParams::new(uri));
+        match tokio::time::timeout(self.spec.call_timeout, request).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(source)) => Err(UpstreamError::Service {
+                server: self.spec.name.clone(),
+                source,
+            }),
+            Err(_) => Err(UpstreamError::Timeout {
+                server: self.spec.name.clone(),
+                timeout: self.spec.call_timeout,
+            }),
+        }
     }
 
     fn set_state(&self, state: UpstreamState) {
@@ -291,6 +383,25 @@ impl Upstream {
         self.set_state(UpstreamState::Ready);
         let _ = cx.changes.send(CatalogChange::ALL);
 
+        let modern = self.is_modern();
+        // A 2026-07-28 server sends change notifications only on `subscriptions/listen` streams:
+        // one for list changes for the life of the connection, and one for the resource
+        // subscriptions of the gateway's clients, reopened whenever that set changes. A legacy
+        // server sends them unprompted, and takes `resources/subscribe` for resources.
+        let mut lists = None;
+        let mut resources = None;
+        if modern {
+            lists = self.listen_lists(&peer).await;
+            resources = self.listen_resources(&peer).await;
+        } else {
+            let uris: Vec<String> = lock(&self.wanted).keys().cloned().collect();
+            for uri in uris {
+                if let Err(e) = self.legacy_subscribe(&uri).await {
+                    tracing::warn!(server = %self.name, uri, error = %e, "cannot renew a resource subscription");
+                }
+            }
+        }
+
         let ct = connection.cancellation_token();
         let waiting = connection.waiting();
         tokio::pin!(waiting);
@@ -305,11 +416,31 @@ impl Upstream {
                     tracing::warn!(server = %self.name, reason = ?reason.ok(), "upstream connection ended");
                     break;
                 }
-                Some(kind) = list_rx.recv() => {
-                    let mut catalog = (*self.catalog()).clone();
-                    refresh(&self.name, &peer, &mut catalog, kind).await;
-                    *write(&self.catalog) = Arc::new(catalog);
-                    let _ = cx.changes.send(CatalogChange::of(kind));
+                Some(kind) = list_rx.recv() => self.list_changed(&peer, kind, cx).await,
+                notification = next_notification(&mut lists) => match notification {
+                    Some(ServerNotification::ToolListChangedNotification(_)) => {
+                        self.list_changed(&peer, ListKind::Tools, cx).await
+                    }
+                    Some(ServerNotification::PromptListChangedNotification(_)) => {
+                        self.list_changed(&peer, ListKind::Prompts, cx).await
+                    }
+                    Some(ServerNotification::ResourceListChangedNotification(_)) => {
+                        self.list_changed(&peer, ListKind::Resources, cx).await
+                    }
+                    Some(_) => {}
+                    None => lists = None,
+                },
+                notification = next_notification(&mut resources) => match notification {
+                    Some(ServerNotification::ResourceUpdatedNotification(mut update)) => {
+                        update.params.uri = cx.naming.uri(&self.name, &update.params.uri);
+                        cx.sessions.resource_updated(update.params).await;
+                    }
+                    Some(_) => {}
+                    None => resources = None,
+                },
+                _ = self.wanted_changed.notified(), if modern => {
+                    // Dropping the old subscription cancels it upstream.
+                    resources = self.listen_resources(&peer).await;
                 }
             }
         }
@@ -318,6 +449,70 @@ impl Upstream {
         *write(&self.catalog) = Arc::default();
         let _ = cx.changes.send(CatalogChange::ALL);
     }
+
+    async fn list_changed(&self, peer: &Peer<RoleClient>, kind: ListKind, cx: &SupervisorContext) {
+        let mut catalog = (*self.catalog()).clone();
+        refresh(&self.name, peer, &mut catalog, kind).await;
+        *write(&self.catalog) = Arc::new(catalog);
+        let _ = cx.changes.send(CatalogChange::of(kind));
+    }
+
+    /// Opens the list-change subscription of a 2026-07-28 upstream.
+    async fn listen_lists(&self, peer: &Peer<RoleClient>) -> Option<Subscription> {
+        let caps = self.catalog().capabilities().cloned().unwrap_or_default();
+        let mut filter = SubscriptionFilter::new();
+        if caps.tools.as_ref().is_some_and(|t| t.list_changed == Some(true)) {
+            filter.tools_list_changed = Some(true);
+        }
+        if caps.prompts.as_ref().is_some_and(|p| p.list_changed == Some(true)) {
+            filter.prompts_list_changed = Some(true);
+        }
+        if caps.resources.as_ref().is_some_and(|r| r.list_changed == Some(true)) {
+            filter.resources_list_changed = Some(true);
+        }
+        if filter == SubscriptionFilter::new() {
+            return None;
+        }
+        self.listen(peer, filter).await
+    }
+
+    /// Opens the resource subscription of a 2026-07-28 upstream for every wanted URI.
+    async fn listen_resources(&self, peer: &Peer<RoleClient>) -> Option<Subscription> {
+        let uris: Vec<String> = lock(&self.wanted).keys().cloned().collect();
+        if uris.is_empty() {
+            return None;
+        }
+        let mut filter = SubscriptionFilter::new();
+        filter.resource_subscriptions = Some(uris);
+        self.listen(peer, filter).await
+    }
+
+    async fn listen(&self, peer: &Peer<RoleClient>, filter: SubscriptionFilter) -> Option<Subscription> {
+        match tokio::time::timeout(self.spec.call_timeout, peer.listen(filter)).await {
+            Ok(Ok(subscription)) => Some(subscription),
+            Ok(Err(e)) => {
+                tracing::warn!(server = %self.name, error = %e, "upstream refused subscriptions/listen");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(server = %self.name, "upstream did not acknowledge subscriptions/listen");
+                None
+            }
+        }
+    }
+}
+
+/// The next notification of an optional subscription; pending forever when there is none, and
+/// `None` when it ended.
+async fn next_notification(subscription: &mut Option<Subscription>) -> Option<ServerNotification> {
+    match subscription {
+        Some(subscription) => subscription.next().await.ok().flatten(),
+        None => std::future::pending().await,
+    }
+}
+
+fn is_modern(version: &ProtocolVersion) -> bool {
+    version.as_str() >= ProtocolVersion::V_2026_07_28.as_str()
 }
 
 /// Reloads one list of an upstream's catalog. A failure leaves that list empty and is logged:
@@ -375,6 +570,10 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     // These locks guard plain values that are replaced whole, so a poisoned lock still holds a
     // consistent value.
     lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
