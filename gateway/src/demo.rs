@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use rmcp::service::RequestContext;
 use rmcp::{
     ErrorData as McpError, RoleServer, ServerHandler, ServiceExt,
     handler::server::{router::tool::ToolRouter, wrapper::Parameters},
@@ -13,7 +14,6 @@ use rmcp::{
     schemars, tool, tool_handler, tool_router,
 };
 use serde::Deserialize;
-use rmcp::service::RequestContext;
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct TextArgs {
@@ -38,7 +38,10 @@ pub struct CountdownArgs {
 /// The demo server.
 #[derive(Clone)]
 pub struct DemoServer {
-    #[expect(dead_code, reason = "read by the code the tool_handler macro generates")]
+    #[expect(
+        dead_code,
+        reason = "read by the code the tool_handler macro generates"
+    )]
     tool_router: ToolRouter<Self>,
 }
 
@@ -106,7 +109,12 @@ impl DemoServer {
         Parameters(args): Parameters<CountdownArgs>,
         context: RequestContext<RoleServer>,
     ) -> Result<String, McpError> {
-        let RequestContext { meta, peer: client, ct, .. } = context;
+        let RequestContext {
+            meta,
+            peer: client,
+            ct,
+            ..
+        } = context;
         if args.seconds > 60 {
             return Err(McpError::invalid_params("seconds must be at most 60", None));
         }
@@ -134,7 +142,10 @@ impl DemoServer {
 impl ServerHandler for DemoServer {
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new("mcp-gateway-demo", env!("CARGO_PKG_VERSION")))
+            .with_server_info(Implementation::new(
+                "mcp-gateway-demo",
+                env!("CARGO_PKG_VERSION"),
+            ))
             .with_instructions("A demo server bundled with mcp-gateway.")
     }
 }
@@ -162,7 +173,9 @@ fn rfc3339(secs: u64) -> String {
 
 /// Serves the demo server over stdin and stdout until the client disconnects.
 pub async fn serve_stdio() -> anyhow::Result<()> {
-    let service = DemoServer::default().serve(rmcp::transport::stdio()).await?;
+    let service = DemoServer::default()
+        .serve(rmcp::transport::stdio())
+        .await?;
     service.waiting().await?;
     Ok(())
 }

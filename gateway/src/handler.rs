@@ -4,7 +4,10 @@
 //! answers list requests from the combined catalog and sends everything else through
 //! [`pipeline::dispatch`](crate::pipeline::dispatch) to the upstream that owns the name.
 
-#![expect(deprecated, reason = "logging and resource subscriptions are deprecated by SEP-2577 but legacy clients still use them")]
+#![expect(
+    deprecated,
+    reason = "logging and resource subscriptions are deprecated by SEP-2577 but legacy clients still use them"
+)]
 
 use std::sync::Arc;
 
@@ -34,12 +37,18 @@ impl GatewayHandler {
         request: ClientRequest,
         ctx: &RequestContext<RoleServer>,
     ) -> Result<ServerResult, McpError> {
-        let upstream = self
-            .gateway
-            .registry
-            .get(server)
-            .ok_or_else(|| McpError::invalid_params(format!("unknown server `{server}`"), None))?;
-        pipeline::dispatch(&self.gateway.sessions, self.session.id, upstream, request, ctx).await
+        let upstream =
+            self.gateway.registry.get(server).ok_or_else(|| {
+                McpError::invalid_params(format!("unknown server `{server}`"), None)
+            })?;
+        pipeline::dispatch(
+            &self.gateway.sessions,
+            self.session.id,
+            upstream,
+            request,
+            ctx,
+        )
+        .await
     }
 
     fn unknown_tool(name: &str) -> McpError {
@@ -58,7 +67,13 @@ impl GatewayHandler {
         if !self.gateway.config.routing.pass_through {
             return None;
         }
-        self.gateway.registry.upstreams().next()?.catalog().info.clone()
+        self.gateway
+            .registry
+            .upstreams()
+            .next()?
+            .catalog()
+            .info
+            .clone()
     }
 }
 
@@ -95,24 +110,38 @@ async fn ask_legacy_client(
             InputRequest::ListRoots(r) => ServerRequest::ListRootsRequest(r),
             _ => return Err(unexpected("an input request of an unknown kind")),
         };
-        let answer = context.peer.send_request(request).await.map_err(|e| match e {
-            rmcp::service::ServiceError::McpError(e) => e,
-            other => McpError::internal_error(format!("the client did not answer: {other}"), None),
-        })?;
+        let answer = context
+            .peer
+            .send_request(request)
+            .await
+            .map_err(|e| match e {
+                rmcp::service::ServiceError::McpError(e) => e,
+                other => {
+                    McpError::internal_error(format!("the client did not answer: {other}"), None)
+                }
+            })?;
         let value = match answer {
             ClientResult::CreateMessageResult(r) => serde_json::to_value(r),
             ClientResult::ElicitResult(r) => serde_json::to_value(r),
             ClientResult::ListRootsResult(r) => serde_json::to_value(r),
             _ => return Err(unexpected("an input request")),
         }
-        .map_err(|e| McpError::internal_error(format!("cannot encode the client's answer: {e}"), None))?;
+        .map_err(|e| {
+            McpError::internal_error(format!("cannot encode the client's answer: {e}"), None)
+        })?;
         responses.insert(key, value);
     }
-    Ok(((!responses.is_empty()).then_some(responses), result.request_state))
+    Ok((
+        (!responses.is_empty()).then_some(responses),
+        result.request_state,
+    ))
 }
 
 fn unexpected(method: &str) -> McpError {
-    McpError::internal_error(format!("the upstream answered {method} with an unexpected result"), None)
+    McpError::internal_error(
+        format!("the upstream answered {method} with an unexpected result"),
+        None,
+    )
 }
 
 impl ServerHandler for GatewayHandler {
@@ -139,7 +168,10 @@ impl ServerHandler for GatewayHandler {
             .enable_completions()
             .build();
         ServerConfig::new(capabilities)
-            .with_server_info(Implementation::new("mcp-gateway", env!("CARGO_PKG_VERSION")))
+            .with_server_info(Implementation::new(
+                "mcp-gateway",
+                env!("CARGO_PKG_VERSION"),
+            ))
             .with_instructions(
                 "An MCP gateway: tools, prompts and resources of several servers, named \
                  `server__name` and `server+uri`.",
@@ -192,7 +224,9 @@ impl ServerHandler for GatewayHandler {
             )
             .await?;
             match result {
-                ServerResult::CallToolResult(result) => return Ok(CallToolResponse::Complete(result)),
+                ServerResult::CallToolResult(result) => {
+                    return Ok(CallToolResponse::Complete(result));
+                }
                 ServerResult::InputRequiredResult(result) if legacy_client => {
                     let (responses, state) = ask_legacy_client(&context, result).await?;
                     upstream_request.input_responses = responses;
@@ -201,7 +235,9 @@ impl ServerHandler for GatewayHandler {
                 ServerResult::InputRequiredResult(result) => {
                     return Ok(CallToolResponse::InputRequired(result));
                 }
-                ServerResult::CreateTaskResult(result) => return Ok(CallToolResponse::Task(result)),
+                ServerResult::CreateTaskResult(result) => {
+                    return Ok(CallToolResponse::Task(result));
+                }
                 _ => return Err(unexpected("tools/call")),
             }
         }
@@ -234,17 +270,26 @@ impl ServerHandler for GatewayHandler {
     ) -> Result<GetPromptResponse, McpError> {
         let name = request.name.clone();
         let Some((upstream, local)) = self.gateway.registry.resolve_prompt(&name) else {
-            return Err(McpError::invalid_params(format!("Unknown prompt: {name}"), None));
+            return Err(McpError::invalid_params(
+                format!("Unknown prompt: {name}"),
+                None,
+            ));
         };
         request.name = local.to_owned();
         let server = upstream.spec.name.clone();
         let legacy_client = !client_is_modern(&context);
         for _round in 0..MAX_INPUT_ROUNDS {
             match self
-                .relay(&server, ClientRequest::GetPromptRequest(Request::new(request.clone())), &context)
+                .relay(
+                    &server,
+                    ClientRequest::GetPromptRequest(Request::new(request.clone())),
+                    &context,
+                )
                 .await?
             {
-                ServerResult::GetPromptResult(result) => return Ok(GetPromptResponse::Complete(result)),
+                ServerResult::GetPromptResult(result) => {
+                    return Ok(GetPromptResponse::Complete(result));
+                }
                 ServerResult::InputRequiredResult(result) if legacy_client => {
                     let (responses, state) = ask_legacy_client(&context, result).await?;
                     request.input_responses = responses;
@@ -293,7 +338,11 @@ impl ServerHandler for GatewayHandler {
         let server = upstream.spec.name.clone();
         request.uri = local.to_owned();
         match self
-            .relay(&server, ClientRequest::ReadResourceRequest(Request::new(request)), &context)
+            .relay(
+                &server,
+                ClientRequest::ReadResourceRequest(Request::new(request)),
+                &context,
+            )
             .await?
         {
             ServerResult::ReadResourceResult(mut result) => {
@@ -327,11 +376,11 @@ impl ServerHandler for GatewayHandler {
         let Some((upstream, local)) = self.gateway.registry.resolve_uri(&uri) else {
             return Err(Self::unknown_resource(&uri));
         };
-        if self.gateway.sessions.subscribe(self.session.id, &uri) {
-            if let Err(e) = upstream.want(local).await {
-                self.gateway.sessions.unsubscribe(self.session.id, &uri);
-                return Err(pipeline::upstream_error(e));
-            }
+        if self.gateway.sessions.subscribe(self.session.id, &uri)
+            && let Err(e) = upstream.want(local).await
+        {
+            self.gateway.sessions.unsubscribe(self.session.id, &uri);
+            return Err(pipeline::upstream_error(e));
         }
         Ok(())
     }
@@ -351,7 +400,10 @@ impl ServerHandler for GatewayHandler {
         Ok(())
     }
 
-    fn accepted_subscription_filter(&self, requested: &SubscriptionFilter) -> Option<SubscriptionFilter> {
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
         let mut accepted = requested.clone();
         // Only resources the gateway can route are accepted; the rest are left out of the
         // acknowledgment, which tells the client they will not be delivered.
@@ -363,7 +415,11 @@ impl ServerHandler for GatewayHandler {
 
     async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
         let _listener = self.gateway.sessions.add_listener(context.sink().clone());
-        let uris = context.accepted().resource_subscriptions.clone().unwrap_or_default();
+        let uris = context
+            .accepted()
+            .resource_subscriptions
+            .clone()
+            .unwrap_or_default();
         let mut held = Vec::new();
         for uri in &uris {
             if let Some((upstream, local)) = self.gateway.registry.resolve_uri(uri) {
@@ -392,7 +448,9 @@ impl ServerHandler for GatewayHandler {
                     .naming
                     .split_name(&prompt.name)
                     .map(|(s, l)| (s.to_owned(), l.to_owned()))
-                    .ok_or_else(|| McpError::invalid_params(format!("Unknown prompt: {}", prompt.name), None))?;
+                    .ok_or_else(|| {
+                        McpError::invalid_params(format!("Unknown prompt: {}", prompt.name), None)
+                    })?;
                 prompt.name = local;
                 server
             }
@@ -405,10 +463,19 @@ impl ServerHandler for GatewayHandler {
                 resource.uri = local;
                 server
             }
-            _ => return Err(McpError::invalid_params("unsupported completion reference", None)),
+            _ => {
+                return Err(McpError::invalid_params(
+                    "unsupported completion reference",
+                    None,
+                ));
+            }
         };
         match self
-            .relay(&server, ClientRequest::CompleteRequest(Request::new(request)), &context)
+            .relay(
+                &server,
+                ClientRequest::CompleteRequest(Request::new(request)),
+                &context,
+            )
             .await?
         {
             ServerResult::CompleteResult(result) => Ok(result),

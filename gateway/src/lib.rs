@@ -39,7 +39,10 @@ impl Gateway {
     /// Registers the configured servers and starts a supervisor for each. Returns at once: the
     /// upstreams connect in the background, and their tools appear as they do.
     pub fn start(config: Config, launcher: Arc<dyn ProcessLauncher>) -> Arc<Self> {
-        let naming = match (config.routing.pass_through, config.servers.iter().find(|s| s.enabled)) {
+        let naming = match (
+            config.routing.pass_through,
+            config.servers.iter().find(|s| s.enabled),
+        ) {
             (true, Some(server)) => Naming::pass_through(server.name.clone()),
             _ => Naming::prefixed(config.routing.separator.clone()),
         };
@@ -64,7 +67,10 @@ impl Gateway {
             sessions,
             shutdown,
         });
-        tokio::spawn(announce_changes(gateway.sessions.clone(), changes.subscribe()));
+        tokio::spawn(announce_changes(
+            gateway.sessions.clone(),
+            changes.subscribe(),
+        ));
         gateway
     }
 
@@ -95,7 +101,10 @@ impl Gateway {
 }
 
 /// Tells every connected client when the combined catalog changed.
-async fn announce_changes(sessions: Arc<Sessions>, mut changes: broadcast::Receiver<CatalogChange>) {
+async fn announce_changes(
+    sessions: Arc<Sessions>,
+    mut changes: broadcast::Receiver<CatalogChange>,
+) {
     loop {
         let change = match changes.recv().await {
             Ok(change) => change,

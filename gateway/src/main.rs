@@ -13,7 +13,11 @@ use gateway::{
 };
 
 #[derive(Parser)]
-#[command(name = "mcp-gateway", version, about = "An MCP gateway that verifies and aggregates MCP servers")]
+#[command(
+    name = "mcp-gateway",
+    version,
+    about = "An MCP gateway that verifies and aggregates MCP servers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -154,7 +158,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         serde_json::json!({"ok": true, "file": config, "servers": loaded.servers.iter().map(|s| &s.name).collect::<Vec<_>>()})
                     );
                 } else {
-                    println!("{}: ok ({} servers)", config.display(), loaded.servers.len());
+                    println!(
+                        "{}: ok ({} servers)",
+                        config.display(),
+                        loaded.servers.len()
+                    );
                 }
                 Ok(ExitCode::SUCCESS)
             }
@@ -173,13 +181,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ImportServers { file, config, json } => {
             let loaded = Config::load(&config)?;
             let servers = config::import::read_mcp_servers(&file)?;
-            let base = file.parent().unwrap_or(std::path::Path::new(".")).to_owned();
+            let base = file
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .to_owned();
             // Validate everything before writing anything, so a bad entry imports nothing.
             for (name, raw) in &servers {
-                config::validate_server(name, raw, &base, &Vars::from_env(), loaded.routing.call_timeout)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+                config::validate_server(
+                    name,
+                    raw,
+                    &base,
+                    &Vars::from_env(),
+                    loaded.routing.call_timeout,
+                )
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
                 if loaded.servers.iter().any(|s| &s.name == name) {
-                    anyhow::bail!("{}: server `{name}` is already defined in {}", file.display(), config.display());
+                    anyhow::bail!(
+                        "{}: server `{name}` is already defined in {}",
+                        file.display(),
+                        config.display()
+                    );
                 }
             }
             let store = Store::open(&loaded.storage.database_url).await?;
@@ -212,7 +233,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ServersCommand::Remove { name, config, json } => {
                 let loaded = Config::load(&config)?;
                 if loaded.servers.iter().any(|s| s.name == name) {
-                    anyhow::bail!("server `{name}` is defined in {}; remove it there", config.display());
+                    anyhow::bail!(
+                        "server `{name}` is defined in {}; remove it there",
+                        config.display()
+                    );
                 }
                 let store = Store::open(&loaded.storage.database_url).await?;
                 let removed = store.remove(&name).await?;
@@ -223,7 +247,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 } else {
                     println!("no server named {name}");
                 }
-                Ok(if removed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+                Ok(if removed {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                })
             }
         },
         Command::ConfigSchema => {
@@ -242,18 +270,30 @@ async fn start(path: &std::path::Path) -> anyhow::Result<(Arc<Gateway>, Store)> 
     let mut config = Config::load(path)?;
     let store = Store::open(&config.storage.database_url).await?;
     store.record_config_servers(&config.servers).await?;
-    let base = path.parent().unwrap_or(std::path::Path::new(".")).to_owned();
+    let base = path
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .to_owned();
     for (name, raw) in store.imported().await? {
         if config.servers.iter().any(|s| s.name == name) {
             tracing::warn!(server = %name, "an imported server has the name of a configured one; the configured one wins");
             continue;
         }
-        let spec = config::validate_server(&name, &raw, &base, &Vars::from_env(), config.routing.call_timeout)
-            .map_err(|e| anyhow::anyhow!("imported server in the database: {e}"))?;
+        let spec = config::validate_server(
+            &name,
+            &raw,
+            &base,
+            &Vars::from_env(),
+            config.routing.call_timeout,
+        )
+        .map_err(|e| anyhow::anyhow!("imported server in the database: {e}"))?;
         config.servers.push(spec);
     }
     if config.routing.pass_through && config.servers.iter().filter(|s| s.enabled).count() != 1 {
-        anyhow::bail!("{}: routing.pass_through requires exactly one enabled server, counting imported ones", path.display());
+        anyhow::bail!(
+            "{}: routing.pass_through requires exactly one enabled server, counting imported ones",
+            path.display()
+        );
     }
     let gateway = Gateway::start(config, Arc::new(ChildProcessLauncher));
     Ok((gateway, store))

@@ -67,7 +67,10 @@ async fn dispatch_inner(
     let client_token = ctx.meta.get_progress_token();
     let (back_tx, mut back_rx) = mpsc::channel(BACK_CHANNEL_CAPACITY);
     let handle = peer
-        .send_request_with_option(request, PeerRequestOptions::no_options().with_meta(forwarded_meta(ctx)))
+        .send_request_with_option(
+            request,
+            PeerRequestOptions::no_options().with_meta(forwarded_meta(ctx)),
+        )
         .await
         .map_err(|source| service_error(upstream, source))?;
     let _inflight = sessions.register_call(

@@ -28,7 +28,11 @@ pub struct Page<T> {
 }
 
 impl Registry {
-    pub fn new(upstreams: impl IntoIterator<Item = Arc<Upstream>>, naming: Naming, page_size: usize) -> Self {
+    pub fn new(
+        upstreams: impl IntoIterator<Item = Arc<Upstream>>,
+        naming: Naming,
+        page_size: usize,
+    ) -> Self {
         Self {
             upstreams: upstreams
                 .into_iter()
@@ -148,7 +152,11 @@ fn encode_cursor(offset: usize) -> String {
 
 fn decode_cursor(cursor: &str) -> Option<usize> {
     let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
-    std::str::from_utf8(&bytes).ok()?.strip_prefix("gw1:")?.parse().ok()
+    std::str::from_utf8(&bytes)
+        .ok()?
+        .strip_prefix("gw1:")?
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]

@@ -258,7 +258,10 @@ impl Sessions {
 
     /// The back channel for a message from `server` that names no request: the one session with
     /// calls in flight on that server, or an error saying why none can be chosen.
-    pub fn route_unattributed(&self, server: &str) -> Result<mpsc::Sender<BackMessage>, Unroutable> {
+    pub fn route_unattributed(
+        &self,
+        server: &str,
+    ) -> Result<mpsc::Sender<BackMessage>, Unroutable> {
         let inflight = self.lock_inflight();
         let mut calls = inflight.values().filter(|c| &*c.server == server);
         let first = calls.next().ok_or(Unroutable::NoCall)?;
@@ -274,6 +277,8 @@ impl Sessions {
 pub enum Unroutable {
     #[error("no client request is in flight on this server")]
     NoCall,
-    #[error("requests of several client sessions are in flight on this shared server, so the message cannot be attributed to one")]
+    #[error(
+        "requests of several client sessions are in flight on this shared server, so the message cannot be attributed to one"
+    )]
     Ambiguous,
 }

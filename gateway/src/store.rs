@@ -58,7 +58,9 @@ impl Store {
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let connect_url = if let Some(path) = url.strip_prefix("sqlite://") {
-            if let Some(parent) = std::path::Path::new(path.split('?').next().unwrap_or(path)).parent() {
+            if let Some(parent) =
+                std::path::Path::new(path.split('?').next().unwrap_or(path)).parent()
+            {
                 let _ = std::fs::create_dir_all(parent);
             }
             if url.contains('?') {
@@ -95,7 +97,8 @@ impl Store {
                     "headers": h.headers.keys().collect::<Vec<_>>(),
                 }),
             };
-            self.upsert(&server.name, "config", &spec.to_string()).await?;
+            self.upsert(&server.name, "config", &spec.to_string())
+                .await?;
         }
         Ok(())
     }
@@ -153,10 +156,11 @@ impl Store {
         let mut out = Vec::new();
         for server in self.servers().await? {
             if server.source == "import" {
-                let raw = serde_json::from_value(server.spec).map_err(|source| StoreError::BadSpec {
-                    name: server.name.clone(),
-                    source,
-                })?;
+                let raw =
+                    serde_json::from_value(server.spec).map_err(|source| StoreError::BadSpec {
+                        name: server.name.clone(),
+                        source,
+                    })?;
                 out.push((server.name, raw));
             }
         }

@@ -1,5 +1,11 @@
 //! Bad input at the HTTP front door: each gets the right answer, and the gateway keeps serving.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a panic in a test is a test failure"
+)]
+
 mod common;
 
 use reqwest::{Client, StatusCode, header::HeaderMap};
@@ -13,7 +19,11 @@ struct Http {
 }
 
 impl Http {
-    async fn post(&self, session: Option<&str>, body: impl Into<reqwest::Body>) -> (StatusCode, HeaderMap, String) {
+    async fn post(
+        &self,
+        session: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> (StatusCode, HeaderMap, String) {
         let mut request = self
             .client
             .post(&self.url)
@@ -85,18 +95,23 @@ async fn each_bad_request_gets_its_answer_and_the_gateway_keeps_serving() {
     let session = http.initialize().await;
 
     // Malformed JSON: parse error.
-    let (_, _, body) = http.post(Some(&session), "{\"jsonrpc\": \"2.0\", \"id\": 2, ").await;
+    let (_, _, body) = http
+        .post(Some(&session), "{\"jsonrpc\": \"2.0\", \"id\": 2, ")
+        .await;
     assert_eq!(error_code(&body), -32700, "{body}");
 
     // Valid JSON that is not a JSON-RPC message: invalid request.
-    let (_, _, body) = http.post(Some(&session), json!({"id": 3, "foo": 1}).to_string()).await;
+    let (_, _, body) = http
+        .post(Some(&session), json!({"id": 3, "foo": 1}).to_string())
+        .await;
     assert_eq!(error_code(&body), -32600, "{body}");
 
     // Unknown method: method not found.
     let (_, _, body) = http
         .post(
             Some(&session),
-            json!({"jsonrpc": "2.0", "id": 4, "method": "tools/teleport", "params": {}}).to_string(),
+            json!({"jsonrpc": "2.0", "id": 4, "method": "tools/teleport", "params": {}})
+                .to_string(),
         )
         .await;
     assert_eq!(error_code(&body), -32601, "{body}");
@@ -184,7 +199,11 @@ async fn each_bad_request_gets_its_answer_and_the_gateway_keeps_serving() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(message(&body)["result"]["content"][0]["text"], "alive", "{body}");
+    assert_eq!(
+        message(&body)["result"]["content"][0]["text"],
+        "alive",
+        "{body}"
+    );
 
     // DELETE ends the session; it is unknown afterwards.
     let response = http

@@ -1,5 +1,11 @@
 //! Service tests: a real rmcp client over Streamable HTTP, through the gateway, to demo servers.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a panic in a test is a test failure"
+)]
+
 mod common;
 
 use std::time::Duration;
@@ -87,8 +93,16 @@ async fn aggregates_prefixed_tools_and_relays_calls() {
     assert_eq!(
         names,
         [
-            "alpha__add", "alpha__countdown", "alpha__echo", "alpha__now", "alpha__text_stats",
-            "beta__add", "beta__countdown", "beta__echo", "beta__now", "beta__text_stats"
+            "alpha__add",
+            "alpha__countdown",
+            "alpha__echo",
+            "alpha__now",
+            "alpha__text_stats",
+            "beta__add",
+            "beta__countdown",
+            "beta__echo",
+            "beta__now",
+            "beta__text_stats"
         ]
     );
     let result = client
@@ -116,7 +130,10 @@ async fn aggregates_prefixed_tools_and_relays_calls() {
         .call_tool(call("alpha__countdown", serde_json::json!({"seconds": 61})))
         .await
         .unwrap_err();
-    assert!(format!("{err:?}").contains("seconds must be at most 60"), "{err:?}");
+    assert!(
+        format!("{err:?}").contains("seconds must be at most 60"),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -152,7 +169,9 @@ async fn pages_use_gateway_cursors() {
 
     let err = client
         .service
-        .list_tools(Some(PaginatedRequestParams::default().with_cursor(Some("bogus".into()))))
+        .list_tools(Some(
+            PaginatedRequestParams::default().with_cursor(Some("bogus".into())),
+        ))
         .await
         .unwrap_err();
     assert!(format!("{err:?}").contains("invalid cursor"), "{err:?}");
@@ -210,7 +229,10 @@ async fn progress_reaches_the_caller_and_cancel_reaches_the_upstream() {
     .expect("the cancelled call leaves the in-flight table");
     let result = client
         .service
-        .call_tool(call("demo__echo", serde_json::json!({"text": "still here"})))
+        .call_tool(call(
+            "demo__echo",
+            serde_json::json!({"text": "still here"}),
+        ))
         .await
         .unwrap();
     assert_eq!(text(&result), "still here");
@@ -231,8 +253,11 @@ async fn an_upstream_killed_mid_call_fails_the_call_and_comes_back() {
     let call_task = {
         let peer = client.service.peer().clone();
         tokio::spawn(async move {
-            peer.call_tool(call("doomed__countdown", serde_json::json!({"seconds": 30})))
-                .await
+            peer.call_tool(call(
+                "doomed__countdown",
+                serde_json::json!({"seconds": 30}),
+            ))
+            .await
         })
     };
     // Once progress arrives the call is in the upstream's hands.

@@ -64,9 +64,7 @@ pub fn interpolate(input: &str, vars: &Vars) -> Result<String, InterpolateError>
             let end = body.find('}').ok_or(InterpolateError::Unterminated)?;
             let name = &body[..end];
             let valid = !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                 && !name.starts_with(|c: char| c.is_ascii_digit());
             if !valid {
                 return Err(InterpolateError::BadName(name.to_owned()));
@@ -114,7 +112,10 @@ mod tests {
             )),
         );
         check("${TOKEN", Err(InterpolateError::Unterminated));
-        check("${BAD-NAME}", Err(InterpolateError::BadName("BAD-NAME".into())));
+        check(
+            "${BAD-NAME}",
+            Err(InterpolateError::BadName("BAD-NAME".into())),
+        );
         check("${}", Err(InterpolateError::BadName(String::new())));
     }
 }

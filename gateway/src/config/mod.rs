@@ -188,9 +188,10 @@ impl Config {
         let listen = ListenConfig {
             bind,
             path: mcp_path,
-            allowed_hosts: listen.allowed_hosts.clone().unwrap_or_else(|| {
-                vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]
-            }),
+            allowed_hosts: listen
+                .allowed_hosts
+                .clone()
+                .unwrap_or_else(|| vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]),
             allowed_origins: listen.allowed_origins.clone().unwrap_or_else(|| {
                 // Pages served from this machine may call the gateway (the MCP Inspector runs on
                 // localhost); a page from any other origin, as in DNS rebinding, may not.
@@ -251,7 +252,6 @@ impl Config {
             servers,
         })
     }
-
 }
 
 /// 1-based line number of a byte offset.
@@ -329,7 +329,12 @@ pub fn validate_server(
             let env = raw
                 .env
                 .iter()
-                .map(|(k, v)| Ok((k.clone(), SecretString::from(interp(&format!("env.{k}"), v)?))))
+                .map(|(k, v)| {
+                    Ok((
+                        k.clone(),
+                        SecretString::from(interp(&format!("env.{k}"), v)?),
+                    ))
+                })
                 .collect::<Result<_, String>>()?;
             let cwd = raw
                 .cwd
@@ -361,7 +366,10 @@ pub fn validate_server(
             }
             let url = interp("url", url)?;
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(format!("{}: must be an http:// or https:// URL", key("url")));
+                return Err(format!(
+                    "{}: must be an http:// or https:// URL",
+                    key("url")
+                ));
             }
             let headers = raw
                 .headers
@@ -369,7 +377,10 @@ pub fn validate_server(
                 .map(|(k, v)| {
                     http::HeaderName::from_bytes(k.as_bytes())
                         .map_err(|_| format!("{}: not a valid header name", key("headers")))?;
-                    Ok((k.clone(), SecretString::from(interp(&format!("headers.{k}"), v)?)))
+                    Ok((
+                        k.clone(),
+                        SecretString::from(interp(&format!("headers.{k}"), v)?),
+                    ))
                 })
                 .collect::<Result<_, String>>()?;
             let bearer_token = raw

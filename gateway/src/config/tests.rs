@@ -25,13 +25,19 @@ fn defaults_are_closed() {
     let config = Config::parse(Path::new("/etc/gw/gateway.toml"), "", &vars()).unwrap();
     assert_eq!(config.listen.bind.to_string(), "127.0.0.1:8080");
     assert_eq!(config.listen.path, "/mcp");
-    assert_eq!(config.listen.allowed_hosts, ["localhost", "127.0.0.1", "::1"]);
+    assert_eq!(
+        config.listen.allowed_hosts,
+        ["localhost", "127.0.0.1", "::1"]
+    );
     assert_eq!(
         config.listen.allowed_origins,
         ["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"]
     );
     assert_eq!(config.listen.max_body_bytes, 4 * 1024 * 1024);
-    assert_eq!(config.storage.database_url, "sqlite:///etc/gw/data/gateway.db");
+    assert_eq!(
+        config.storage.database_url,
+        "sqlite:///etc/gw/data/gateway.db"
+    );
     assert_eq!(config.routing.separator, "__");
     assert!(!config.routing.pass_through);
 }
@@ -69,23 +75,33 @@ call_timeout_secs = 5
 fn errors_name_file_line_and_key() {
     check_err(
         "[listen]\nbind = \"127.0.0.1:1\"\nalowed_hosts = []\n",
-        expect![[r#"/etc/gw/gateway.toml:3: unknown field `alowed_hosts`, expected one of `bind`, `path`, `allowed_hosts`, `allowed_origins`, `max_body_bytes`"#]],
+        expect![[
+            r#"/etc/gw/gateway.toml:3: unknown field `alowed_hosts`, expected one of `bind`, `path`, `allowed_hosts`, `allowed_origins`, `max_body_bytes`"#
+        ]],
     );
     check_err(
         "\n[servers.demo]\ncomand = \"x\"\n",
-        expect!["/etc/gw/gateway.toml:3: unknown field `comand`, expected one of `command`, `args`, `env`, `cwd`, `url`, `transport`, `type`, `headers`, `bearer_token`, `sessions`, `call_timeout_secs`, `enabled`"],
+        expect![
+            "/etc/gw/gateway.toml:3: unknown field `comand`, expected one of `command`, `args`, `env`, `cwd`, `url`, `transport`, `type`, `headers`, `bearer_token`, `sessions`, `call_timeout_secs`, `enabled`"
+        ],
     );
     check_err(
         "\n\n[servers.demo]\nurl = \"https://x\"\nbearer_token = \"${NOPE_NOT_SET_ANYWHERE}\"\n",
-        expect![[r#"/etc/gw/gateway.toml:3: servers.demo.bearer_token: environment variable `NOPE_NOT_SET_ANYWHERE` is not set"#]],
+        expect![[
+            r#"/etc/gw/gateway.toml:3: servers.demo.bearer_token: environment variable `NOPE_NOT_SET_ANYWHERE` is not set"#
+        ]],
     );
     check_err(
         "[servers.Bad_Name]\ncommand = \"x\"\n",
-        expect![[r#"/etc/gw/gateway.toml:1: servers.Bad_Name: a server name is 1 to 63 lowercase letters, digits and `-`, starting with a letter"#]],
+        expect![[
+            r#"/etc/gw/gateway.toml:1: servers.Bad_Name: a server name is 1 to 63 lowercase letters, digits and `-`, starting with a letter"#
+        ]],
     );
     check_err(
         "[servers.a]\ncommand = \"x\"\nurl = \"http://y\"\n",
-        expect![[r#"/etc/gw/gateway.toml:1: servers.a: set either `command` (stdio) or `url` (remote), not both"#]],
+        expect![[
+            r#"/etc/gw/gateway.toml:1: servers.a: set either `command` (stdio) or `url` (remote), not both"#
+        ]],
     );
     check_err(
         "[routing]\nseparator = \"-\"\n",
@@ -93,11 +109,15 @@ fn errors_name_file_line_and_key() {
     );
     check_err(
         "[routing]\npass_through = true\n",
-        expect![[r#"/etc/gw/gateway.toml: routing.pass_through: requires exactly one enabled server"#]],
+        expect![[
+            r#"/etc/gw/gateway.toml: routing.pass_through: requires exactly one enabled server"#
+        ]],
     );
     check_err(
         "listen = 3\n",
-        expect![[r#"/etc/gw/gateway.toml:1: invalid type: integer `3`, expected struct RawListen"#]],
+        expect![[
+            r#"/etc/gw/gateway.toml:1: invalid type: integer `3`, expected struct RawListen"#
+        ]],
     );
 }
 
@@ -113,21 +133,32 @@ fn imports_claude_and_vscode_files_unchanged() {
     assert_eq!(names, ["my-files", "remote", "time"]);
     assert_eq!(servers[2].1.enabled, Some(false));
 
-    let vscode = r#"{"servers": {"gh": {"type": "http", "url": "https://x/mcp", "headers": {"A": "b"}}}}"#;
+    let vscode =
+        r#"{"servers": {"gh": {"type": "http", "url": "https://x/mcp", "headers": {"A": "b"}}}}"#;
     let servers = import::parse_mcp_servers("mcp.json", vscode).unwrap();
     assert_eq!(servers[0].1.transport.as_deref(), Some("streamable-http"));
 
-    let err = import::parse_mcp_servers("bad.json", "{\"mcpServers\": {\n  \"a\": 3}}").unwrap_err();
-    expect!["bad.json: invalid type: integer `3`, expected struct ClientServerEntry at line 2 column 8"]
-        .assert_eq(&err.to_string());
-    let err = import::parse_mcp_servers("c.json", r#"{"mcpServers": {"a b": {"command": "x"}, "a-b": {"command": "y"}}}"#).unwrap_err();
+    let err =
+        import::parse_mcp_servers("bad.json", "{\"mcpServers\": {\n  \"a\": 3}}").unwrap_err();
+    expect![
+        "bad.json: invalid type: integer `3`, expected struct ClientServerEntry at line 2 column 8"
+    ]
+    .assert_eq(&err.to_string());
+    let err = import::parse_mcp_servers(
+        "c.json",
+        r#"{"mcpServers": {"a b": {"command": "x"}, "a-b": {"command": "y"}}}"#,
+    )
+    .unwrap_err();
     expect![[r#"c.json: servers `a b` and `a-b` both become `a-b`"#]].assert_eq(&err.to_string());
 }
 
 #[test]
 fn slugs() {
     assert_eq!(import::slug("My Server").as_deref(), Some("my-server"));
-    assert_eq!(import::slug("github_tools").as_deref(), Some("github-tools"));
+    assert_eq!(
+        import::slug("github_tools").as_deref(),
+        Some("github-tools")
+    );
     assert_eq!(import::slug("9lives").as_deref(), Some("lives"));
     assert_eq!(import::slug("___"), None);
 }

@@ -96,13 +96,23 @@ pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// A JSON-RPC error response that is not tied to a request id.
-fn jsonrpc_error(status: StatusCode, id: serde_json::Value, code: i64, message: String) -> Response {
+fn jsonrpc_error(
+    status: StatusCode,
+    id: serde_json::Value,
+    code: i64,
+    message: String,
+) -> Response {
     let body = serde_json::json!({
         "jsonrpc": "2.0",
         "id": id,
         "error": { "code": code, "message": message },
     });
-    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 /// Reads a POST body within the limit and checks that it is one JSON-RPC message before the MCP
@@ -134,9 +144,15 @@ async fn jsonrpc_guard(limit: usize, request: Request, next: Next) -> Response {
         }
     };
     if let Err((id, why)) = check_message(&value) {
-        return jsonrpc_error(StatusCode::BAD_REQUEST, id, -32600, format!("Invalid Request: {why}"));
+        return jsonrpc_error(
+            StatusCode::BAD_REQUEST,
+            id,
+            -32600,
+            format!("Invalid Request: {why}"),
+        );
     }
-    next.run(Request::from_parts(parts, Body::from(bytes))).await
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 /// Checks the envelope of one JSON-RPC 2.0 message; on failure returns the id to answer with.
@@ -160,7 +176,10 @@ fn check_message(value: &serde_json::Value) -> Result<(), (serde_json::Value, &'
         return Err((id, "`jsonrpc` must be \"2.0\""));
     }
     if !id_ok {
-        return Err((serde_json::Value::Null, "`id` must be a string or an integer"));
+        return Err((
+            serde_json::Value::Null,
+            "`id` must be a string or an integer",
+        ));
     }
     match object.get("method") {
         Some(method) if !method.is_string() => Err((id, "`method` must be a string")),

@@ -4,7 +4,10 @@
 //! back to the client session that caused them through [`Sessions`]; list changes make the
 //! upstream's supervisor refresh its catalog; resource updates go to the subscribed sessions.
 
-#![expect(deprecated, reason = "sampling, roots and logging are deprecated by SEP-2577 but still relayed for clients that use them")]
+#![expect(
+    deprecated,
+    reason = "sampling, roots and logging are deprecated by SEP-2577 but still relayed for clients that use them"
+)]
 
 use std::sync::Arc;
 
@@ -59,13 +62,18 @@ impl UpstreamClient {
                 // progress update is better than stalling the upstream connection for everyone.
                 let _ = back.try_send(BackMessage::Notification(notification));
             }
-            Err(e) => tracing::debug!(server = %self.server, error = %e, "dropped an upstream notification"),
+            Err(e) => {
+                tracing::debug!(server = %self.server, error = %e, "dropped an upstream notification")
+            }
         }
     }
 }
 
 fn unexpected(what: &str) -> McpError {
-    McpError::internal_error(format!("the client answered {what} with an unexpected result"), None)
+    McpError::internal_error(
+        format!("the client answered {what} with an unexpected result"),
+        None,
+    )
 }
 
 impl ClientHandler for UpstreamClient {
@@ -128,8 +136,9 @@ impl ClientHandler for UpstreamClient {
         mut params: ProgressNotificationParam,
         _context: NotificationContext<RoleClient>,
     ) {
-        if let Some((back, client_token)) =
-            self.sessions.route_progress(&self.server, &params.progress_token)
+        if let Some((back, client_token)) = self
+            .sessions
+            .route_progress(&self.server, &params.progress_token)
         {
             params.progress_token = client_token;
             let _ = back.try_send(BackMessage::Notification(

@@ -23,10 +23,10 @@ use rmcp::{
         ServerNotification, ServerPeerInfo, SubscribeRequestParams, SubscriptionFilter, Tool,
         UnsubscribeRequestParams,
     },
-    service::{
-        ClientLifecycleMode, ClientServiceExt, RunningService, ServiceError, Subscription,
+    service::{ClientLifecycleMode, ClientServiceExt, RunningService, ServiceError, Subscription},
+    transport::{
+        StreamableHttpClientTransport, streamable_http_client::StreamableHttpClientTransportConfig,
     },
-    transport::{StreamableHttpClientTransport, streamable_http_client::StreamableHttpClientTransportConfig},
 };
 use secrecy::ExposeSecret;
 use tokio::sync::{broadcast, mpsc};
@@ -191,20 +191,25 @@ impl Upstream {
 
     /// The connected peer, or an error saying why there is none.
     pub fn peer(&self) -> Result<Peer<RoleClient>, UpstreamError> {
-        read(&self.peer).clone().ok_or_else(|| UpstreamError::Unavailable {
-            server: self.spec.name.clone(),
-            state: match self.state() {
-                UpstreamState::Disabled => "disabled".to_owned(),
-                UpstreamState::Connecting | UpstreamState::Ready => "connecting".to_owned(),
-                UpstreamState::Failed(reason) => reason,
-            },
-        })
+        read(&self.peer)
+            .clone()
+            .ok_or_else(|| UpstreamError::Unavailable {
+                server: self.spec.name.clone(),
+                state: match self.state() {
+                    UpstreamState::Disabled => "disabled".to_owned(),
+                    UpstreamState::Connecting | UpstreamState::Ready => "connecting".to_owned(),
+                    UpstreamState::Failed(reason) => reason,
+                },
+            })
     }
 
     /// Whether the connected upstream speaks the 2026-07-28 era (subscriptions through
     /// `subscriptions/listen` rather than `resources/subscribe`).
     fn is_modern(&self) -> bool {
-        self.catalog().info.as_ref().is_some_and(|i| is_modern(&i.protocol_version))
+        self.catalog()
+            .info
+            .as_ref()
+            .is_some_and(|i| is_modern(&i.protocol_version))
     }
 
     /// Adds a subscription to an upstream resource. The first subscription to a URI subscribes
@@ -238,7 +243,10 @@ impl Upstream {
         if self.is_modern() {
             self.wanted_changed.notify_one();
         } else if let Ok(peer) = self.peer() {
-            #[expect(deprecated, reason = "resources/unsubscribe is how legacy-era servers unsubscribe")]
+            #[expect(
+                deprecated,
+                reason = "resources/unsubscribe is how legacy-era servers unsubscribe"
+            )]
             let result = peer.unsubscribe(UnsubscribeRequestParams::new(uri)).await;
             if let Err(e) = result {
                 tracing::debug!(server = %self.name, uri, error = %e, "upstream refused resources/unsubscribe");
@@ -264,7 +272,10 @@ impl Upstream {
 
     async fn legacy_subscribe(&self, uri: &str) -> Result<(), UpstreamError> {
         let peer = self.peer()?;
-        #[expect(deprecated, reason = "resources/subscribe is how legacy-era servers subscribe")]
+        #[expect(
+            deprecated,
+            reason = "resources/subscribe is how legacy-era servers subscribe"
+        )]
         let request = peer.subscribe(SubscribeRequestParams::new(uri));
         match tokio::time::timeout(self.spec.call_timeout, request).await {
             Ok(Ok(())) => Ok(()),
@@ -333,7 +344,11 @@ impl Upstream {
     }
 
     /// Starts the process or opens the HTTP session, and negotiates the protocol.
-    async fn connect(&self, handler: UpstreamClient, cx: &SupervisorContext) -> Result<Connection, String> {
+    async fn connect(
+        &self,
+        handler: UpstreamClient,
+        cx: &SupervisorContext,
+    ) -> Result<Connection, String> {
         let lifecycle = ClientLifecycleMode::Auto {
             preferred_versions: vec![ProtocolVersion::V_2026_07_28],
             legacy_version: None,
@@ -347,7 +362,9 @@ impl Upstream {
                 *write(&self.tier) = launched.tier;
                 *write(&self.pid) = launched.pid;
                 tracing::info!(server = %self.name, pid = ?launched.pid, tier = launched.tier, "started upstream process");
-                handler.serve_with_lifecycle(launched.transport, lifecycle).await
+                handler
+                    .serve_with_lifecycle(launched.transport, lifecycle)
+                    .await
             }
             TransportSpec::Http(spec) => {
                 let transport = http_transport(spec)?;
@@ -461,13 +478,25 @@ impl Upstream {
     async fn listen_lists(&self, peer: &Peer<RoleClient>) -> Option<Subscription> {
         let caps = self.catalog().capabilities().cloned().unwrap_or_default();
         let mut filter = SubscriptionFilter::new();
-        if caps.tools.as_ref().is_some_and(|t| t.list_changed == Some(true)) {
+        if caps
+            .tools
+            .as_ref()
+            .is_some_and(|t| t.list_changed == Some(true))
+        {
             filter.tools_list_changed = Some(true);
         }
-        if caps.prompts.as_ref().is_some_and(|p| p.list_changed == Some(true)) {
+        if caps
+            .prompts
+            .as_ref()
+            .is_some_and(|p| p.list_changed == Some(true))
+        {
             filter.prompts_list_changed = Some(true);
         }
-        if caps.resources.as_ref().is_some_and(|r| r.list_changed == Some(true)) {
+        if caps
+            .resources
+            .as_ref()
+            .is_some_and(|r| r.list_changed == Some(true))
+        {
             filter.resources_list_changed = Some(true);
         }
         if filter == SubscriptionFilter::new() {
@@ -487,7 +516,11 @@ impl Upstream {
         self.listen(peer, filter).await
     }
 
-    async fn listen(&self, peer: &Peer<RoleClient>, filter: SubscriptionFilter) -> Option<Subscription> {
+    async fn listen(
+        &self,
+        peer: &Peer<RoleClient>,
+        filter: SubscriptionFilter,
+    ) -> Option<Subscription> {
         match tokio::time::timeout(self.spec.call_timeout, peer.listen(filter)).await {
             Ok(Ok(subscription)) => Some(subscription),
             Ok(Err(e)) => {
@@ -520,21 +553,21 @@ fn is_modern(version: &ProtocolVersion) -> bool {
 async fn refresh(server: &str, peer: &Peer<RoleClient>, catalog: &mut Catalog, kind: ListKind) {
     let caps = catalog.capabilities().cloned().unwrap_or_default();
     let result = match kind {
-        ListKind::Tools if caps.tools.is_some() => peer.list_all_tools().await.map(|t| catalog.tools = t),
+        ListKind::Tools if caps.tools.is_some() => {
+            peer.list_all_tools().await.map(|t| catalog.tools = t)
+        }
         ListKind::Prompts if caps.prompts.is_some() => {
             peer.list_all_prompts().await.map(|p| catalog.prompts = p)
         }
-        ListKind::Resources if caps.resources.is_some() => {
-            match peer.list_all_resources().await {
-                Ok(resources) => {
-                    catalog.resources = resources;
-                    peer.list_all_resource_templates()
-                        .await
-                        .map(|t| catalog.templates = t)
-                }
-                Err(e) => Err(e),
+        ListKind::Resources if caps.resources.is_some() => match peer.list_all_resources().await {
+            Ok(resources) => {
+                catalog.resources = resources;
+                peer.list_all_resource_templates()
+                    .await
+                    .map(|t| catalog.templates = t)
             }
-        }
+            Err(e) => Err(e),
+        },
         _ => Ok(()),
     };
     if let Err(e) = result {
@@ -546,7 +579,9 @@ fn http_transport(
     spec: &HttpSpec,
 ) -> Result<StreamableHttpClientTransport<reqwest::Client>, String> {
     if spec.legacy_sse {
-        return Err("the legacy HTTP+SSE transport (`type = \"sse\"`) is not supported yet".to_owned());
+        return Err(
+            "the legacy HTTP+SSE transport (`type = \"sse\"`) is not supported yet".to_owned(),
+        );
     }
     let mut headers = std::collections::HashMap::new();
     for (name, value) in &spec.headers {
@@ -555,7 +590,8 @@ fn http_transport(
             .map_err(|_| format!("header `{name}` has a value that is not a valid header value"))?;
         headers.insert(name, value);
     }
-    let mut config = StreamableHttpClientTransportConfig::with_uri(spec.url.as_str()).custom_headers(headers);
+    let mut config =
+        StreamableHttpClientTransportConfig::with_uri(spec.url.as_str()).custom_headers(headers);
     if let Some(token) = &spec.bearer_token {
         config = config.auth_header(token.expose_secret());
     }

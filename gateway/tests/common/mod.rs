@@ -1,6 +1,14 @@
 //! Starting a gateway in-process on `127.0.0.1:0`, in front of the bundled demo server.
 
-#![allow(dead_code, reason = "each test binary uses a different part of this module")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a panic in a test is a test failure"
+)]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of this module"
+)]
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -64,4 +72,3 @@ pub(crate) async fn start(extra: &str) -> TestGateway {
         _dir: dir,
     }
 }
-

@@ -555,7 +555,9 @@ impl Fixture {
             Ok(ClientResult::CreateMessageResult(result)) => {
                 serde_json::to_value(result).map_err(internal)
             }
-            Ok(ClientResult::ElicitResult(result)) => serde_json::to_value(result).map_err(internal),
+            Ok(ClientResult::ElicitResult(result)) => {
+                serde_json::to_value(result).map_err(internal)
+            }
             Ok(ClientResult::ListRootsResult(result)) => {
                 serde_json::to_value(result).map_err(internal)
             }
@@ -704,7 +706,10 @@ impl Fixture {
                     },
                     "required": ["response"]
                 });
-                match self.elicit(cx, responses, message, schema, "User response").await? {
+                match self
+                    .elicit(cx, responses, message, schema, "User response")
+                    .await?
+                {
                     Ok(result) => result,
                     Err(response) => return Ok(response),
                 }
@@ -726,14 +731,15 @@ impl Fixture {
                     },
                     "required": []
                 });
-                match self.elicit(
-                    cx,
-                    responses,
-                    "Please review and update the form fields with defaults",
-                    schema,
-                    "Elicitation completed",
-                )
-                .await?
+                match self
+                    .elicit(
+                        cx,
+                        responses,
+                        "Please review and update the form fields with defaults",
+                        schema,
+                        "Elicitation completed",
+                    )
+                    .await?
                 {
                     Ok(result) => result,
                     Err(response) => return Ok(response),
@@ -786,14 +792,15 @@ impl Fixture {
                     },
                     "required": []
                 });
-                match self.elicit(
-                    cx,
-                    responses,
-                    "Please select options from the enum fields",
-                    schema,
-                    "Elicitation completed",
-                )
-                .await?
+                match self
+                    .elicit(
+                        cx,
+                        responses,
+                        "Please select options from the enum fields",
+                        schema,
+                        "Elicitation completed",
+                    )
+                    .await?
                 {
                     Ok(result) => result,
                     Err(response) => return Ok(response),
