@@ -43,12 +43,15 @@ pub struct DemoServer {
         reason = "read by the code the tool_handler macro generates"
     )]
     tool_router: ToolRouter<Self>,
+    /// State that lives as long as this server session, for `tally`.
+    counter: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Default for DemoServer {
     fn default() -> Self {
         Self {
             tool_router: Self::tool_router(),
+            counter: Default::default(),
         }
     }
 }
@@ -82,6 +85,23 @@ impl DemoServer {
             "lines": args.text.lines().count(),
         })
         .to_string()
+    }
+
+    #[tool(
+        description = "Add one to this server session's counter and return it: a server that \
+                       keeps state per session.",
+        annotations(
+            read_only_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn tally(&self) -> String {
+        let count = self
+            .counter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        count.to_string()
     }
 
     #[tool(

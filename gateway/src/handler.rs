@@ -515,17 +515,21 @@ impl ServerHandler for GatewayHandler {
 
 impl Drop for GatewayHandler {
     fn drop(&mut self) {
-        // A session that ends without unsubscribing still releases its upstream subscriptions.
+        // A session that ends without unsubscribing still releases its upstream subscriptions,
+        // and its per-client upstream sessions (and their processes) end with it.
         let uris = self.gateway.sessions.subscriptions(self.session.id);
-        if uris.is_empty() {
-            return;
-        }
         let gateway = self.gateway.clone();
+        let session = self.session.id;
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 for uri in uris {
                     if let Some((upstream, local)) = gateway.registry.resolve_uri(&uri) {
                         upstream.unwant(local).await;
+                    }
+                }
+                for upstream in gateway.registry.upstreams() {
+                    if upstream.spec.sessions == crate::config::SessionMode::PerClient {
+                        upstream.close_session(session).await;
                     }
                 }
             });

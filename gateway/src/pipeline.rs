@@ -63,7 +63,14 @@ async fn dispatch_inner(
     request: ClientRequest,
     ctx: &RequestContext<RoleServer>,
 ) -> Result<ServerResult, McpError> {
-    let peer = upstream.peer().map_err(upstream_error)?;
+    // A legacy-era client has a session the upstream may keep state for; 2026-07-28 is stateless.
+    let dedicated = !ctx
+        .protocol_version()
+        .is_some_and(|v| v.as_str() >= rmcp::model::ProtocolVersion::V_2026_07_28.as_str());
+    let peer = upstream
+        .peer_for(session, dedicated)
+        .await
+        .map_err(upstream_error)?;
     let client_token = ctx.meta.get_progress_token();
     let (back_tx, mut back_rx) = mpsc::channel(BACK_CHANNEL_CAPACITY);
     let handle = peer

@@ -97,11 +97,13 @@ async fn aggregates_prefixed_tools_and_relays_calls() {
             "alpha__countdown",
             "alpha__echo",
             "alpha__now",
+            "alpha__tally",
             "alpha__text_stats",
             "beta__add",
             "beta__countdown",
             "beta__echo",
             "beta__now",
+            "beta__tally",
             "beta__text_stats"
         ]
     );
@@ -164,8 +166,8 @@ async fn pages_use_gateway_cursors() {
     }
     assert_eq!(pages, 4);
     let unique: std::collections::BTreeSet<_> = seen.iter().collect();
-    assert_eq!(unique.len(), 10);
-    assert_eq!(seen.len(), 10);
+    assert_eq!(unique.len(), 12);
+    assert_eq!(seen.len(), 12);
 
     let err = client
         .service
@@ -315,4 +317,48 @@ async fn pass_through_serves_upstream_names_and_identity() {
         .await
         .unwrap();
     assert_eq!(text(&result), "direct");
+}
+
+#[tokio::test]
+async fn per_client_servers_keep_each_clients_state_apart() {
+    let gw = common::start(&format!(
+        "{}sessions = \"per-client\"\n{}",
+        common::demo_server("mine"),
+        common::demo_server("ours")
+    ))
+    .await;
+    let a = connect(&gw.url()).await;
+    let b = connect(&gw.url()).await;
+    let tally = |client: &Client, name: &str| {
+        let peer = client.service.peer().clone();
+        let name = name.to_owned();
+        async move {
+            text(
+                &peer
+                    .call_tool(call(&name, serde_json::json!({})))
+                    .await
+                    .unwrap(),
+            )
+        }
+    };
+    // Per-client: each client session has its own upstream session, so its own counter.
+    assert_eq!(tally(&a, "mine__tally").await, "1");
+    assert_eq!(tally(&a, "mine__tally").await, "2");
+    assert_eq!(tally(&b, "mine__tally").await, "1");
+    // Shared (the default): one upstream session serves both.
+    assert_eq!(tally(&a, "ours__tally").await, "1");
+    assert_eq!(tally(&b, "ours__tally").await, "2");
+
+    let mine = gw.gateway.registry.get("mine").unwrap().clone();
+    assert_eq!(mine.per_client_count().await, 2);
+    // Ending a client session ends its upstream session.
+    a.service.cancel().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while mine.per_client_count().await != 1 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the ended session's upstream connection is closed");
+    assert_eq!(tally(&b, "mine__tally").await, "2");
 }

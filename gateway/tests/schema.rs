@@ -1,7 +1,11 @@
 //! The committed JSON Schema of gateway.toml must match the one generated from the Rust types.
 //! Regenerate with `UPDATE_SCHEMA=1 cargo test -p mcp-gateway --test schema`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a panic in a test is a test failure")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a panic in a test is a test failure"
+)]
 
 use std::path::Path;
 
@@ -35,5 +39,9 @@ fn example_configs_are_valid() {
             checked += 1;
         }
     }
-    assert!(checked > 0, "no example configs found in {}", examples.display());
+    assert!(
+        checked > 0,
+        "no example configs found in {}",
+        examples.display()
+    );
 }

@@ -37,9 +37,10 @@ use self::{
     launch::ProcessLauncher,
 };
 use crate::{
+    config::SessionMode,
     config::{HttpSpec, ServerSpec, TransportSpec},
     naming::Naming,
-    session::Sessions,
+    session::{SessionId, Sessions},
 };
 
 /// What an upstream offers, as it last reported it.
@@ -123,6 +124,10 @@ pub struct Upstream {
     /// Wakes the supervisor when `wanted` changes, for upstreams that take subscriptions
     /// through `subscriptions/listen`.
     wanted_changed: tokio::sync::Notify,
+    /// What the supervisor was started with; per-client connections are made the same way.
+    context: std::sync::OnceLock<SupervisorContext>,
+    /// In `per-client` mode, the connection of each client session that has used this server.
+    per_client: tokio::sync::Mutex<std::collections::HashMap<SessionId, Connection>>,
 }
 
 /// Everything an upstream's supervisor needs from the gateway.
@@ -160,6 +165,8 @@ impl Upstream {
             pid: RwLock::new(None),
             wanted: Mutex::new(BTreeMap::new()),
             wanted_changed: tokio::sync::Notify::new(),
+            context: std::sync::OnceLock::new(),
+            per_client: tokio::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -201,6 +208,71 @@ impl Upstream {
                     UpstreamState::Failed(reason) => reason,
                 },
             })
+    }
+
+    /// The peer a client session's request goes to: its own connection for a `per-client`
+    /// server and a session-holding (legacy-era) client, the shared connection otherwise.
+    /// 2026-07-28 clients are stateless, so they always use the shared connection: a
+    /// connection per request would lose any state the server keeps between rounds.
+    pub async fn peer_for(
+        &self,
+        session: SessionId,
+        dedicated: bool,
+    ) -> Result<Peer<RoleClient>, UpstreamError> {
+        let shared = self.peer()?;
+        if self.spec.sessions != SessionMode::PerClient || !dedicated {
+            return Ok(shared);
+        }
+        let mut connections = self.per_client.lock().await;
+        if let Some(connection) = connections.get(&session) {
+            if !connection.is_closed() {
+                return Ok(connection.peer().clone());
+            }
+            connections.remove(&session);
+        }
+        let cx = self
+            .context
+            .get()
+            .ok_or_else(|| UpstreamError::Unavailable {
+                server: self.spec.name.clone(),
+                state: "not started".to_owned(),
+            })?;
+        // List changes are followed on the shared connection; this one only serves calls.
+        let (list_changes, _) = mpsc::unbounded_channel();
+        let handler = UpstreamClient {
+            server: self.name.clone(),
+            sessions: cx.sessions.clone(),
+            naming: cx.naming.clone(),
+            list_changes,
+        };
+        let connection = tokio::time::timeout(cx.connect_timeout, self.connect(handler, cx, false))
+            .await
+            .map_err(|_| UpstreamError::Timeout {
+                server: self.spec.name.clone(),
+                timeout: cx.connect_timeout,
+            })?
+            .map_err(|state| UpstreamError::Unavailable {
+                server: self.spec.name.clone(),
+                state,
+            })?;
+        let peer = connection.peer().clone();
+        connections.insert(session, connection);
+        tracing::info!(server = %self.name, session, "opened a per-client upstream session");
+        Ok(peer)
+    }
+
+    /// Closes the per-client connection of a session that ended (its process is killed).
+    pub async fn close_session(&self, session: SessionId) {
+        let connection = self.per_client.lock().await.remove(&session);
+        if let Some(connection) = connection {
+            let _ = connection.cancel().await;
+            tracing::info!(server = %self.name, session, "closed a per-client upstream session");
+        }
+    }
+
+    /// How many per-client connections are open.
+    pub async fn per_client_count(&self) -> usize {
+        self.per_client.lock().await.len()
     }
 
     /// Whether the connected upstream speaks the 2026-07-28 era (subscriptions through
@@ -299,6 +371,7 @@ impl Upstream {
         if !self.spec.enabled {
             return;
         }
+        let _ = self.context.set(cx.clone());
         let mut backoff = BACKOFF_START;
         loop {
             self.set_state(UpstreamState::Connecting);
@@ -311,7 +384,7 @@ impl Upstream {
             };
             let attempt = tokio::select! {
                 _ = cx.shutdown.cancelled() => return,
-                attempt = tokio::time::timeout(cx.connect_timeout, self.connect(handler, &cx)) => attempt,
+                attempt = tokio::time::timeout(cx.connect_timeout, self.connect(handler, &cx, true)) => attempt,
             };
             match attempt {
                 Ok(Ok(connection)) => {
@@ -348,6 +421,7 @@ impl Upstream {
         &self,
         handler: UpstreamClient,
         cx: &SupervisorContext,
+        shared: bool,
     ) -> Result<Connection, String> {
         let lifecycle = ClientLifecycleMode::Auto {
             preferred_versions: vec![ProtocolVersion::V_2026_07_28],
@@ -360,7 +434,10 @@ impl Upstream {
                     .launch(&self.spec.name, spec)
                     .map_err(|e| e.to_string())?;
                 *write(&self.tier) = launched.tier;
-                *write(&self.pid) = launched.pid;
+                if shared {
+                    // Status reports the shared connection's process.
+                    *write(&self.pid) = launched.pid;
+                }
                 tracing::info!(server = %self.name, pid = ?launched.pid, tier = launched.tier, "started upstream process");
                 handler
                     .serve_with_lifecycle(launched.transport, lifecycle)
