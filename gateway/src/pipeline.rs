@@ -109,8 +109,23 @@ async fn dispatch_inner(
     loop {
         tokio::select! {
             answer = &mut response => {
+                // What the upstream sent before its answer is already in the back channel (see
+                // `upstream::tap`); deliver it before the answer ends the client's request.
+                while let Ok(message) = back_rx.try_recv() {
+                    match message {
+                        BackMessage::Notification(notification) => {
+                            let _ = ctx.peer.send_notification(notification).await;
+                        }
+                        BackMessage::Request(_, reply) => {
+                            let _ = reply.send(Err(McpError::internal_error("the call has already ended", None)));
+                        }
+                    }
+                }
                 return match answer {
-                    Ok(Ok(result)) => Ok(result),
+                    Ok(Ok(mut result)) => {
+                        mark_complete(&mut result);
+                        Ok(result)
+                    }
                     Ok(Err(source)) => Err(service_error(upstream, source)),
                     Err(_) => Err(upstream_error(UpstreamError::Closed { server: upstream.spec.name.clone() })),
                 };
@@ -149,6 +164,24 @@ async fn dispatch_inner(
             }
         }
     }
+}
+
+/// Marks a final result as complete. A legacy-era upstream leaves `resultType` out; a
+/// 2026-07-28 client requires it (rmcp strips it again for legacy clients).
+fn mark_complete(result: &mut ServerResult) {
+    use rmcp::model::ResultType;
+    let result_type = match result {
+        ServerResult::CompleteResult(r) => &mut r.result_type,
+        ServerResult::GetPromptResult(r) => &mut r.result_type,
+        ServerResult::ListPromptsResult(r) => &mut r.result_type,
+        ServerResult::ListResourcesResult(r) => &mut r.result_type,
+        ServerResult::ListResourceTemplatesResult(r) => &mut r.result_type,
+        ServerResult::ReadResourceResult(r) => &mut r.result_type,
+        ServerResult::ListToolsResult(r) => &mut r.result_type,
+        ServerResult::CallToolResult(r) => &mut r.result_type,
+        _ => return,
+    };
+    result_type.get_or_insert(ResultType::COMPLETE);
 }
 
 /// The client's request `_meta` as the upstream should see it: everything the client said about

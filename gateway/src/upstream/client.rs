@@ -1,8 +1,9 @@
 //! The gateway's MCP client side: what it does with messages an upstream sends on its own.
 //!
-//! Progress, log lines and server-to-client requests (sampling, elicitation, roots) are routed
-//! back to the client session that caused them through [`Sessions`]; list changes make the
-//! upstream's supervisor refresh its catalog; resource updates go to the subscribed sessions.
+//! Server-to-client requests (sampling, elicitation, roots) are routed back to the client session
+//! that caused them through [`Sessions`]; list changes make the upstream's supervisor refresh its
+//! catalog; resource updates go to the subscribed sessions. Progress and log lines never get
+//! here: [`super::tap`] routes them off the transport, in order with the responses.
 
 #![expect(
     deprecated,
@@ -53,19 +54,6 @@ impl UpstreamClient {
             .map_err(|_| McpError::internal_error("the client request has ended", None))?;
         rx.await
             .map_err(|_| McpError::internal_error("the client request has ended", None))?
-    }
-
-    fn relay_notification(&self, notification: ServerNotification) {
-        match self.sessions.route_unattributed(&self.server) {
-            Ok(back) => {
-                // A full back channel means the client is not reading; dropping a log line or a
-                // progress update is better than stalling the upstream connection for everyone.
-                let _ = back.try_send(BackMessage::Notification(notification));
-            }
-            Err(e) => {
-                tracing::debug!(server = %self.server, error = %e, "dropped an upstream notification")
-            }
-        }
     }
 }
 
@@ -129,32 +117,6 @@ impl ClientHandler for UpstreamClient {
             ClientResult::ListRootsResult(result) => Ok(result),
             _ => Err(unexpected("roots/list")),
         }
-    }
-
-    async fn on_progress(
-        &self,
-        mut params: ProgressNotificationParam,
-        _context: NotificationContext<RoleClient>,
-    ) {
-        if let Some((back, client_token)) = self
-            .sessions
-            .route_progress(&self.server, &params.progress_token)
-        {
-            params.progress_token = client_token;
-            let _ = back.try_send(BackMessage::Notification(
-                ServerNotification::ProgressNotification(Notification::new(params)),
-            ));
-        }
-    }
-
-    async fn on_logging_message(
-        &self,
-        params: LoggingMessageNotificationParam,
-        _context: NotificationContext<RoleClient>,
-    ) {
-        self.relay_notification(ServerNotification::LoggingMessageNotification(
-            Notification::new(params),
-        ));
     }
 
     async fn on_resource_updated(

@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod launch;
+pub mod tap;
 
 use std::{
     collections::BTreeMap,
@@ -439,12 +440,19 @@ impl Upstream {
                     *write(&self.pid) = launched.pid;
                 }
                 tracing::info!(server = %self.name, pid = ?launched.pid, tier = launched.tier, "started upstream process");
-                handler
-                    .serve_with_lifecycle(launched.transport, lifecycle)
-                    .await
+                let transport = tap::NotificationTap::new(
+                    launched.transport,
+                    self.name.clone(),
+                    cx.sessions.clone(),
+                );
+                handler.serve_with_lifecycle(transport, lifecycle).await
             }
             TransportSpec::Http(spec) => {
-                let transport = http_transport(spec)?;
+                let transport = tap::NotificationTap::new(
+                    http_transport(spec)?,
+                    self.name.clone(),
+                    cx.sessions.clone(),
+                );
                 handler.serve_with_lifecycle(transport, lifecycle).await
             }
         };

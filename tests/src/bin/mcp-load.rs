@@ -1,0 +1,326 @@
+//! `mcp-load`: measures `tools/call` through the gateway against a direct connection to the same
+//! upstream, and serves the fast echo upstream it measures with.
+//!
+//! `mcp-load bench --gateway target/release/mcp-gateway` runs every scenario: an echo upstream over
+//! stdio and over HTTP, each called directly and through the gateway, at concurrency 1 and 32. It
+//! prints a Markdown table of throughput, p50 and p99 latency, and the gateway's resident memory.
+//! `mcp-load echo-server stdio|http` is the upstream itself.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use rmcp::{
+    ErrorData, Peer, RoleClient, RoleServer, ServerHandler, ServiceExt,
+    model::{
+        CallToolRequestParams, CallToolResult, ContentBlock, Implementation, ListToolsResult,
+        PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    },
+    service::RequestContext,
+    transport::{
+        StreamableHttpClientTransport, TokioChildProcess,
+        streamable_http_server::{
+            StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+        },
+    },
+};
+use tokio::io::AsyncBufReadExt;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every scenario and print a Markdown table.
+    Bench {
+        /// The `mcp-gateway` binary to measure (build it with `--release`).
+        #[arg(long)]
+        gateway: PathBuf,
+        /// Calls per scenario and concurrency level.
+        #[arg(long, default_value_t = 5000)]
+        calls: usize,
+        /// Concurrency levels.
+        #[arg(long, value_delimiter = ',', default_value = "1,32")]
+        concurrency: Vec<usize>,
+    },
+    /// Serve the echo upstream.
+    EchoServer {
+        #[command(subcommand)]
+        transport: EchoTransport,
+    },
+}
+
+#[derive(Subcommand, Clone, Copy)]
+enum EchoTransport {
+    Stdio,
+    /// Prints `http://127.0.0.1:PORT/mcp` on stdout once it accepts connections.
+    Http,
+}
+
+/// An upstream with one tool, `echo`, that answers as fast as rmcp can.
+#[derive(Clone, Default)]
+struct Echo;
+
+impl ServerHandler for Echo {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("echo", "1"))
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let schema = serde_json::json!({
+            "type": "object",
+            "properties": {"text": {"type": "string"}},
+        });
+        let serde_json::Value::Object(schema) = schema else {
+            return Err(ErrorData::internal_error("schema is an object", None));
+        };
+        Ok(ListToolsResult::with_all_items(vec![Tool::new(
+            "echo",
+            "Echo the text back",
+            Arc::new(schema),
+        )]))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
+        let text = request
+            .arguments
+            .as_ref()
+            .and_then(|a| a.get("text"))
+            .and_then(|t| t.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        Ok(CallToolResult::success(vec![ContentBlock::text(text)]).into())
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::EchoServer { transport } => echo_server(transport).await,
+        Command::Bench {
+            gateway,
+            calls,
+            concurrency,
+        } => bench(&gateway, calls, &concurrency).await,
+    }
+}
+
+async fn echo_server(transport: EchoTransport) -> anyhow::Result<()> {
+    match transport {
+        EchoTransport::Stdio => {
+            Echo.serve(rmcp::transport::stdio())
+                .await?
+                .waiting()
+                .await?;
+        }
+        EchoTransport::Http => {
+            let listener =
+                tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
+            let addr = listener.local_addr()?;
+            let service = StreamableHttpService::new(
+                || Ok(Echo),
+                LocalSessionManager::default().into(),
+                StreamableHttpServerConfig::default(),
+            );
+            let router = axum::Router::new().nest_service("/mcp", service);
+            println!("http://{addr}/mcp");
+            use axum::serve::ListenerExt;
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, router).await?;
+        }
+    }
+    Ok(())
+}
+
+/// A child process that is killed when dropped.
+struct Child(tokio::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.start_kill();
+    }
+}
+
+/// Starts a command whose first stdout line is a URL, and returns the process and that line.
+async fn spawn_with_url(command: &Path, args: &[&str]) -> anyhow::Result<(Child, String)> {
+    let mut child = tokio::process::Command::new(command)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", command.display()))?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .context("no URL within 60 s")??
+        .context("exited before printing its URL")?;
+    // Keep reading so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let url = line.trim_start_matches("listening on ").to_owned();
+    Ok((Child(child), url))
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+struct Measurement {
+    throughput: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+/// Calls `echo` `calls` times from `concurrency` tasks sharing one client session.
+async fn measure(
+    peer: &Peer<RoleClient>,
+    tool: &str,
+    calls: usize,
+    concurrency: usize,
+) -> anyhow::Result<Measurement> {
+    // Warm up: connections, caches and the upstream's first-call paths.
+    for _ in 0..50 {
+        call(peer, tool).await?;
+    }
+    let per_task = calls.div_ceil(concurrency);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let peer = peer.clone();
+        let tool = tool.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(per_task);
+            for _ in 0..per_task {
+                let t = Instant::now();
+                call(&peer, &tool).await?;
+                latencies.push(t.elapsed());
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    Ok(Measurement {
+        throughput: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50: at(0.50),
+        p99: at(0.99),
+    })
+}
+
+async fn call(peer: &Peer<RoleClient>, tool: &str) -> anyhow::Result<()> {
+    let mut args = serde_json::Map::new();
+    args.insert("text".into(), "hello".into());
+    let result = peer
+        .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(args))
+        .await?;
+    if result.is_error == Some(true) {
+        bail!("the echo call failed: {result:?}");
+    }
+    Ok(())
+}
+
+async fn bench(gateway: &Path, calls: usize, levels: &[usize]) -> anyhow::Result<()> {
+    let me = std::env::current_exe()?;
+    let work = std::env::temp_dir().join(format!("mcp-load-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    println!("| upstream | path | concurrency | calls/s | p50 | p99 | gateway RSS |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for upstream in ["stdio", "http"] {
+        // The echo upstream, and its direct client.
+        let (_echo, direct) = if upstream == "stdio" {
+            let mut command = tokio::process::Command::new(&me);
+            command.args(["echo-server", "stdio"]);
+            let client = ().serve(TokioChildProcess::new(command)?).await?;
+            (None, client)
+        } else {
+            let (child, url) = spawn_with_url(&me, &["echo-server", "http"]).await?;
+            let client = ().serve(StreamableHttpClientTransport::from_uri(url.as_str())).await?;
+            (Some(child), client)
+        };
+        // The gateway in front of the same kind of upstream.
+        let (_gateway_echo, server) = if upstream == "stdio" {
+            let server = format!(
+                "command = \"{}\"\nargs = [\"echo-server\", \"stdio\"]\n",
+                me.display()
+            );
+            (None, server)
+        } else {
+            let (child, url) = spawn_with_url(&me, &["echo-server", "http"]).await?;
+            (Some(child), format!("url = \"{url}\"\n"))
+        };
+        let config = work.join(format!("{upstream}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[storage]\ndata_dir = \"{}\"\n[servers.echo]\n{server}",
+                work.join(upstream).display()
+            ),
+        )?;
+        let config_arg = config.to_string_lossy().into_owned();
+        let (gateway_child, url) = spawn_with_url(
+            gateway,
+            &["serve", "--config", &config_arg, "--bind", "127.0.0.1:0"],
+        )
+        .await?;
+        let gateway_pid = gateway_child.0.id().context("gateway pid")?;
+        let through = ().serve(StreamableHttpClientTransport::from_uri(url.as_str())).await?;
+
+        for &concurrency in levels {
+            for (path, peer, tool) in [
+                ("direct", direct.peer(), "echo"),
+                ("gateway", through.peer(), "echo__echo"),
+            ] {
+                let m = measure(peer, tool, calls, concurrency).await?;
+                let rss = if path == "gateway" {
+                    rss_kib(gateway_pid)
+                        .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+                        .unwrap_or_default()
+                } else {
+                    String::new()
+                };
+                println!(
+                    "| {upstream} | {path} | {concurrency} | {:.0} | {:.0} µs | {:.0} µs | {rss} |",
+                    m.throughput,
+                    m.p50.as_secs_f64() * 1e6,
+                    m.p99.as_secs_f64() * 1e6,
+                );
+            }
+        }
+        drop(gateway_child);
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}
