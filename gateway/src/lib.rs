@@ -56,6 +56,8 @@ impl Gateway {
             naming: naming.clone(),
             changes: changes.clone(),
             connect_timeout: config.routing.connect_timeout,
+            health_interval: config.routing.health_interval,
+            health_timeout: config.routing.health_timeout,
             shutdown: shutdown.clone(),
         };
         for upstream in &upstreams {

@@ -64,9 +64,9 @@ async fn dispatch_inner(
     ctx: &RequestContext<RoleServer>,
 ) -> Result<ServerResult, McpError> {
     // A legacy-era client has a session the upstream may keep state for; 2026-07-28 is stateless.
-    let dedicated = !ctx
+    let dedicated = ctx
         .protocol_version()
-        .is_some_and(|v| v.as_str() >= rmcp::model::ProtocolVersion::V_2026_07_28.as_str());
+        .is_none_or(|v| v.as_str() < rmcp::model::ProtocolVersion::V_2026_07_28.as_str());
     let peer = upstream
         .peer_for(session, dedicated)
         .await

@@ -362,3 +362,54 @@ async fn per_client_servers_keep_each_clients_state_apart() {
     .expect("the ended session's upstream connection is closed");
     assert_eq!(tally(&b, "mine__tally").await, "2");
 }
+
+#[tokio::test]
+async fn a_hung_upstream_times_out_calls_and_is_restarted() {
+    let gw = common::start_with_timeouts(
+        "call_secs = 1\nhealth_secs = 1\nhealth_timeout_secs = 1",
+        &format!(
+            "{}{}",
+            common::demo_server("frozen"),
+            common::demo_server("other")
+        ),
+    )
+    .await;
+    let mut client = connect(&gw.url()).await;
+    let upstream = gw.gateway.registry.get("frozen").unwrap().clone();
+    let pid = upstream.pid().expect("a running process");
+    // SIGSTOP: the process stays alive but answers nothing, like a server stuck in a loop.
+    let status = std::process::Command::new("kill")
+        .args(["-STOP", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let err = client
+        .service
+        .call_tool(call("frozen__echo", serde_json::json!({"text": "hello?"})))
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:?}").contains("did not answer within"),
+        "{err:?}"
+    );
+    // The other server is unaffected.
+    let result = client
+        .service
+        .call_tool(call("other__echo", serde_json::json!({"text": "fine"})))
+        .await
+        .unwrap();
+    assert_eq!(text(&result), "fine");
+    // The health check finds it hung: its tools go away, it is killed and started again.
+    // One list change when it goes away, one when it is back.
+    client.tools_changed.recv().await.unwrap();
+    client.tools_changed.recv().await.unwrap();
+    upstream.wait_ready().await;
+    assert!(upstream.pid().is_some_and(|p| p != pid));
+    let result = client
+        .service
+        .call_tool(call("frozen__echo", serde_json::json!({"text": "thawed"})))
+        .await
+        .unwrap();
+    assert_eq!(text(&result), "thawed");
+}

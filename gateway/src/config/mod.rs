@@ -75,6 +75,9 @@ pub struct RoutingConfig {
     pub connect_timeout: Duration,
     /// Call timeout of servers that set none (including those registered in the database).
     pub call_timeout: Duration,
+    /// Interval between health checks of connected upstreams; `None` when turned off.
+    pub health_interval: Option<Duration>,
+    pub health_timeout: Duration,
 }
 
 /// One upstream server, validated.
@@ -248,6 +251,13 @@ impl Config {
                 page_size,
                 connect_timeout: Duration::from_secs(raw.timeouts.connect_secs.unwrap_or(30)),
                 call_timeout: call_default,
+                health_interval: match raw.timeouts.health_secs.unwrap_or(15) {
+                    0 => None,
+                    secs => Some(Duration::from_secs(secs)),
+                },
+                health_timeout: Duration::from_secs(
+                    raw.timeouts.health_timeout_secs.unwrap_or(5).max(1),
+                ),
             },
             servers,
         })

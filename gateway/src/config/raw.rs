@@ -94,6 +94,12 @@ pub struct RawTimeouts {
     pub call_secs: Option<u64>,
     /// Longest time to start and initialize an upstream, in seconds. Default 30.
     pub connect_secs: Option<u64>,
+    /// Seconds between health checks of each connected upstream. An upstream that does not
+    /// answer one within `health_timeout_secs` is treated as hung: its connection (and process)
+    /// is ended and it is restarted. Default 15; 0 turns health checks off.
+    pub health_secs: Option<u64>,
+    /// Longest time a health check may take, in seconds. Default 5.
+    pub health_timeout_secs: Option<u64>,
 }
 
 /// One upstream MCP server: either a local command (`command`) or a remote server (`url`).

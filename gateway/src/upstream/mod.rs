@@ -139,6 +139,8 @@ pub struct SupervisorContext {
     pub naming: Naming,
     pub changes: broadcast::Sender<CatalogChange>,
     pub connect_timeout: Duration,
+    pub health_interval: Option<Duration>,
+    pub health_timeout: Duration,
     pub shutdown: CancellationToken,
 }
 
@@ -507,12 +509,26 @@ impl Upstream {
         let ct = connection.cancellation_token();
         let waiting = connection.waiting();
         tokio::pin!(waiting);
+        let mut health = cx.health_interval.map(|period| {
+            let mut interval =
+                tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            interval
+        });
         loop {
             tokio::select! {
                 _ = cx.shutdown.cancelled() => {
                     ct.cancel();
                     let _ = waiting.await;
                     break;
+                }
+                _ = tick(&mut health) => {
+                    if let Err(reason) = check_health(&peer, cx.health_timeout).await {
+                        tracing::warn!(server = %self.name, reason, "upstream failed its health check; restarting it");
+                        ct.cancel();
+                        let _ = waiting.await;
+                        break;
+                    }
                 }
                 reason = &mut waiting => {
                     tracing::warn!(server = %self.name, reason = ?reason.ok(), "upstream connection ended");
@@ -626,6 +642,26 @@ async fn next_notification(subscription: &mut Option<Subscription>) -> Option<Se
     match subscription {
         Some(subscription) => subscription.next().await.ok().flatten(),
         None => std::future::pending().await,
+    }
+}
+
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Pings the upstream. Any answer, even an error (2026-07-28 servers no longer know `ping`),
+/// shows it is alive; silence past the timeout, or a closed transport, does not.
+async fn check_health(peer: &Peer<RoleClient>, timeout: Duration) -> Result<(), String> {
+    let ping = peer.send_request(rmcp::model::ClientRequest::PingRequest(Default::default()));
+    match tokio::time::timeout(timeout, ping).await {
+        Ok(Ok(_)) | Ok(Err(ServiceError::McpError(_))) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer to ping within {timeout:?}")),
     }
 }
 

@@ -48,10 +48,15 @@ pub(crate) fn demo_server(name: &str) -> String {
 /// Starts a gateway with `extra` appended to a config that keeps its state in a temporary
 /// directory, and waits until every upstream is connected.
 pub(crate) async fn start(extra: &str) -> TestGateway {
+    start_with_timeouts("call_secs = 5\nconnect_secs = 10", extra).await
+}
+
+/// Like [`start`], with the `[timeouts]` table given.
+pub(crate) async fn start_with_timeouts(timeouts: &str, extra: &str) -> TestGateway {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().expect("tempdir");
     let text = format!(
-        "[storage]\ndata_dir = \"{}\"\n[timeouts]\ncall_secs = 5\nconnect_secs = 10\n{extra}",
+        "[storage]\ndata_dir = \"{}\"\n[timeouts]\n{timeouts}\n{extra}",
         dir.path().display()
     );
     let config = Config::parse(&dir.path().join("gateway.toml"), &text, &Vars::fixed([]))
