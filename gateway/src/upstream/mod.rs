@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod launch;
+pub mod legacy_sse;
 pub mod tap;
 
 use std::{
@@ -449,6 +450,22 @@ impl Upstream {
                 );
                 handler.serve_with_lifecycle(transport, lifecycle).await
             }
+            TransportSpec::Http(spec) if spec.legacy_sse => {
+                let sse = legacy_sse::LegacySseTransport::connect(
+                    http_client()?,
+                    &spec.url,
+                    http_headers(spec)?,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                let transport =
+                    tap::NotificationTap::new(sse, self.name.clone(), cx.sessions.clone());
+                // A 2024-11-05 server knows only `initialize`; probing it with `server/discover`
+                // first would only cost a round trip.
+                handler
+                    .serve_with_lifecycle(transport, ClientLifecycleMode::Initialize)
+                    .await
+            }
             TransportSpec::Http(spec) => {
                 let transport = tap::NotificationTap::new(
                     http_transport(spec)?,
@@ -696,31 +713,46 @@ async fn refresh(server: &str, peer: &Peer<RoleClient>, catalog: &mut Catalog, k
     }
 }
 
-fn http_transport(
-    spec: &HttpSpec,
-) -> Result<StreamableHttpClientTransport<reqwest::Client>, String> {
-    if spec.legacy_sse {
-        return Err(
-            "the legacy HTTP+SSE transport (`type = \"sse\"`) is not supported yet".to_owned(),
-        );
-    }
-    let mut headers = std::collections::HashMap::new();
+/// The headers a remote server gets on every request: the configured ones and the bearer token.
+fn http_headers(spec: &HttpSpec) -> Result<http::HeaderMap, String> {
+    let mut headers = http::HeaderMap::new();
     for (name, value) in &spec.headers {
         let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
         let value = http::HeaderValue::from_str(value.expose_secret())
             .map_err(|_| format!("header `{name}` has a value that is not a valid header value"))?;
         headers.insert(name, value);
     }
-    let mut config =
-        StreamableHttpClientTransportConfig::with_uri(spec.url.as_str()).custom_headers(headers);
     if let Some(token) = &spec.bearer_token {
-        config = config.auth_header(token.expose_secret());
+        let mut value = http::HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
+            .map_err(|_| "the bearer token is not a valid header value".to_owned())?;
+        value.set_sensitive(true);
+        headers.insert(http::header::AUTHORIZATION, value);
     }
-    let client = reqwest::Client::builder()
+    Ok(headers)
+}
+
+fn http_client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
+        // A redirect could carry the bearer token to another host.
+        .redirect(reqwest::redirect::Policy::none())
         .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-    Ok(StreamableHttpClientTransport::with_client(client, config))
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+fn http_transport(
+    spec: &HttpSpec,
+) -> Result<StreamableHttpClientTransport<reqwest::Client>, String> {
+    let headers = http_headers(spec)?
+        .into_iter()
+        .filter_map(|(name, value)| Some((name?, value)))
+        .collect();
+    let config =
+        StreamableHttpClientTransportConfig::with_uri(spec.url.as_str()).custom_headers(headers);
+    Ok(StreamableHttpClientTransport::with_client(
+        http_client()?,
+        config,
+    ))
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
