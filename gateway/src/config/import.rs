@@ -117,6 +117,7 @@ pub fn parse_mcp_servers(file: &str, text: &str) -> Result<Vec<(String, RawServe
             },
         ));
     }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
 }
 

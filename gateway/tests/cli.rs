@@ -1,0 +1,171 @@
+//! The `mcp-gateway` command line, run as a user would: exit codes, messages, `--json` output.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a panic in a test is a test failure"
+)]
+
+use std::{path::Path, process::Command};
+
+fn gateway(args: &[&str], dir: &Path) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_mcp-gateway"))
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn check_config_reports_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write(
+        dir.path(),
+        "good.toml",
+        "[servers.demo]\ncommand = \"true\"\n",
+    );
+    let (code, stdout, _) = gateway(&["check-config", "--config", &good], dir.path());
+    assert_eq!(code, 0);
+    assert!(stdout.contains("ok (1 servers)"), "{stdout}");
+
+    let bad = write(
+        dir.path(),
+        "bad.toml",
+        "[servers.demo]\ncommand = \"true\"\nagrs = []\n",
+    );
+    let (code, _, stderr) = gateway(&["check-config", "--config", &bad], dir.path());
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(&format!("{bad}:3: unknown field `agrs`")),
+        "{stderr}"
+    );
+
+    let (code, stdout, _) = gateway(&["check-config", "--json", "--config", &bad], dir.path());
+    assert_eq!(code, 1);
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["line"], 3);
+    assert!(report["error"].as_str().unwrap().contains("agrs"));
+}
+
+#[test]
+fn imported_servers_are_registered_in_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "gateway.toml",
+        "[storage]\ndata_dir = \"state\"\n[servers.demo]\ncommand = \"true\"\n",
+    );
+    let claude = write(
+        dir.path(),
+        "claude_desktop_config.json",
+        r#"{"mcpServers": {
+            "Time Server": {"command": "uvx", "args": ["mcp-server-time"], "env": {"TZ": "UTC"}},
+            "remote": {"url": "https://mcp.example.com/mcp"}
+        }}"#,
+    );
+    let (code, stdout, stderr) = gateway(
+        &["import-servers", &claude, "--config", &config, "--json"],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let imported: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        imported["imported"],
+        serde_json::json!(["remote", "time-server"])
+    );
+    assert!(dir.path().join("state/gateway.db").exists());
+
+    let (code, stdout, _) = gateway(
+        &["servers", "list", "--config", &config, "--json"],
+        dir.path(),
+    );
+    assert_eq!(code, 0);
+    let servers: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let summary: Vec<(String, String)> = servers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_owned(),
+                s["source"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("demo".to_owned(), "config".to_owned()),
+            ("remote".to_owned(), "import".to_owned()),
+            ("time-server".to_owned(), "import".to_owned())
+        ]
+    );
+    // A server of the config cannot be removed here; an imported one can, once.
+    let (code, _, stderr) = gateway(
+        &["servers", "remove", "demo", "--config", &config],
+        dir.path(),
+    );
+    assert_eq!(code, 1);
+    assert!(stderr.contains("defined in"), "{stderr}");
+    let (code, _, _) = gateway(
+        &["servers", "remove", "remote", "--config", &config],
+        dir.path(),
+    );
+    assert_eq!(code, 0);
+    let (code, _, _) = gateway(
+        &["servers", "remove", "remote", "--config", &config],
+        dir.path(),
+    );
+    assert_eq!(code, 1);
+}
+
+#[test]
+fn a_bad_import_imports_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "gateway.toml",
+        "[storage]\ndata_dir = \"state\"\n",
+    );
+    let file = write(
+        dir.path(),
+        "mcp.json",
+        r#"{"mcpServers": {"good": {"command": "x"}, "bad": {"command": "x", "url": "http://y"}}}"#,
+    );
+    let (code, _, stderr) = gateway(&["import-servers", &file, "--config", &config], dir.path());
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("servers.bad: set either `command`"),
+        "{stderr}"
+    );
+    let (_, stdout, _) = gateway(
+        &["servers", "list", "--config", &config, "--json"],
+        dir.path(),
+    );
+    assert_eq!(stdout.trim(), "[]");
+}
+
+#[test]
+fn config_schema_command_prints_the_committed_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stdout, _) = gateway(&["config-schema"], dir.path());
+    assert_eq!(code, 0);
+    let committed = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/config.schema.json"),
+    )
+    .unwrap();
+    assert_eq!(stdout, committed);
+}
