@@ -732,6 +732,9 @@ fn http_headers(spec: &HttpSpec) -> Result<http::HeaderMap, String> {
 }
 
 fn http_client() -> Result<reqwest::Client, String> {
+    // reqwest is built without a default TLS provider and panics without one; the binary
+    // installs ring at start, and this makes the library safe to use without that step.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         // A redirect could carry the bearer token to another host.

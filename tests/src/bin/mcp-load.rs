@@ -52,6 +52,17 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "1,32")]
         concurrency: Vec<usize>,
     },
+    /// Call one tool of a running server over Streamable HTTP and print one table row.
+    Run {
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value = "echo")]
+        tool: String,
+        #[arg(long, default_value_t = 5000)]
+        calls: usize,
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
+    },
     /// Serve the echo upstream.
     EchoServer {
         #[command(subcommand)]
@@ -113,8 +124,26 @@ impl ServerHandler for Echo {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // reqwest is built without a default TLS provider; the workspace uses ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match Cli::parse().command {
         Command::EchoServer { transport } => echo_server(transport).await,
+        Command::Run {
+            url,
+            tool,
+            calls,
+            concurrency,
+        } => {
+            let client = ().serve(StreamableHttpClientTransport::from_uri(url.as_str())).await?;
+            let m = measure(client.peer(), &tool, calls, concurrency).await?;
+            println!(
+                "{concurrency} concurrent: {:.0} calls/s, p50 {:.0} µs, p99 {:.0} µs",
+                m.throughput,
+                m.p50.as_secs_f64() * 1e6,
+                m.p99.as_secs_f64() * 1e6
+            );
+            Ok(())
+        }
         Command::Bench {
             gateway,
             calls,
