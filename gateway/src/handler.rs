@@ -137,6 +137,13 @@ async fn ask_legacy_client(
     ))
 }
 
+/// The gateway's own `requestState` (a call suspended for input), as opposed to an upstream's.
+fn gateway_state(state: &Option<String>) -> Option<&str> {
+    state
+        .as_deref()
+        .filter(|s| s.starts_with(pipeline::GATEWAY_STATE_PREFIX))
+}
+
 fn unexpected(method: &str) -> McpError {
     McpError::internal_error(
         format!("the upstream answered {method} with an unexpected result"),
@@ -213,6 +220,22 @@ impl ServerHandler for GatewayHandler {
             .map(|(_, local)| local.to_owned())
             .unwrap_or(name)
             .into();
+        if let Some(token) = gateway_state(&upstream_request.request_state) {
+            let result = pipeline::resume(
+                &self.gateway.sessions,
+                token,
+                upstream_request.input_responses.as_ref(),
+                &context,
+            )
+            .await?;
+            return match result {
+                ServerResult::CallToolResult(result) => Ok(CallToolResponse::Complete(result)),
+                ServerResult::InputRequiredResult(result) => {
+                    Ok(CallToolResponse::InputRequired(result))
+                }
+                _ => Err(unexpected("tools/call")),
+            };
+        }
         let legacy_client = !client_is_modern(&context);
         for _round in 0..MAX_INPUT_ROUNDS {
             let result = pipeline::dispatch(
@@ -277,6 +300,22 @@ impl ServerHandler for GatewayHandler {
         };
         request.name = local.to_owned();
         let server = upstream.spec.name.clone();
+        if let Some(token) = gateway_state(&request.request_state) {
+            let result = pipeline::resume(
+                &self.gateway.sessions,
+                token,
+                request.input_responses.as_ref(),
+                &context,
+            )
+            .await?;
+            return match result {
+                ServerResult::GetPromptResult(result) => Ok(GetPromptResponse::Complete(result)),
+                ServerResult::InputRequiredResult(result) => {
+                    Ok(GetPromptResponse::InputRequired(result))
+                }
+                _ => Err(unexpected("prompts/get")),
+            };
+        }
         let legacy_client = !client_is_modern(&context);
         for _round in 0..MAX_INPUT_ROUNDS {
             match self

@@ -65,6 +65,8 @@ pub struct Sessions {
     inflight: Mutex<HashMap<u64, InflightCall>>,
     /// Open `subscriptions/listen` streams of 2026-07-28 clients.
     listeners: Mutex<HashMap<u64, SubscriptionSink>>,
+    /// Calls waiting for a 2026-07-28 client's input, by the `requestState` it was given.
+    suspended: Mutex<HashMap<String, crate::pipeline::Suspended>>,
 }
 
 /// Removes a listen stream from [`Sessions`] when dropped.
@@ -116,6 +118,22 @@ impl Sessions {
 
     fn lock_listeners(&self) -> std::sync::MutexGuard<'_, HashMap<u64, SubscriptionSink>> {
         self.listeners.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Parks a call until its client answers (see [`crate::pipeline::resume`]).
+    pub fn put_suspended(&self, token: String, call: crate::pipeline::Suspended) {
+        self.suspended
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(token, call);
+    }
+
+    /// Takes a parked call out, so it can be resumed once.
+    pub fn take_suspended(&self, token: &str) -> Option<crate::pipeline::Suspended> {
+        self.suspended
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(token)
     }
 
     /// Registers a client's listen stream; it receives notifications until the guard is dropped.
