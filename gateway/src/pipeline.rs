@@ -115,10 +115,14 @@ async fn drive(
         match call.run(ctx).await {
             Step::Done(result) => return result,
             Step::NeedsInput(request, reply) if modern_client => {
-                if input_request(&request).is_none() {
-                    let _ = reply.send(Err(McpError::method_not_found::<
-                        rmcp::model::PingRequestMethod,
-                    >()));
+                // Only what the client declared it can answer is asked; anything else is refused
+                // to the upstream at once, as the client itself would refuse it.
+                if input_request(&request).is_none() || !client_can_answer(ctx, &request) {
+                    let _ = reply.send(Err(McpError::new(
+                        rmcp::model::ErrorCode::METHOD_NOT_FOUND,
+                        "the client does not support this request",
+                        None,
+                    )));
                     continue;
                 }
                 return Ok(suspend(sessions, call, request, reply));
@@ -181,6 +185,19 @@ fn suspend(
         }
     });
     ServerResult::InputRequiredResult(InputRequiredResult::new(Some(requests), Some(token)))
+}
+
+/// Whether the client declared the capability a server-to-client request needs.
+fn client_can_answer(ctx: &RequestContext<RoleServer>, request: &ServerRequest) -> bool {
+    let Some(capabilities) = ctx.client_capabilities() else {
+        return false;
+    };
+    match request {
+        ServerRequest::CreateMessageRequest(_) => capabilities.sampling.is_some(),
+        ServerRequest::ElicitRequest(_) => capabilities.elicitation.is_some(),
+        ServerRequest::ListRootsRequest(_) => capabilities.roots.is_some(),
+        _ => false,
+    }
 }
 
 /// The input-required form of a server-to-client request, for the kinds that have one.

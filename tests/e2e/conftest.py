@@ -21,6 +21,7 @@ import selectors
 import signal
 import subprocess
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
@@ -94,22 +95,28 @@ def gateway_url(gateway_config: Path, gateway_log: Callable[[str], TextIO]) -> I
     The gateway prints `listening on URL` once its upstreams are connected, so no test waits
     for anything else before it connects.
     """
-    with gateway_log("gateway.stderr") as log:
-        process = subprocess.Popen(
-            [GATEWAY_BIN, "serve", "--config", gateway_config, "--bind", "127.0.0.1:0"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            env=gateway_env(),
-            text=True,
-            # Its own process group, so teardown can end the upstreams too should the gateway
-            # leave them behind.
-            start_new_session=True,
-        )
-        try:
-            yield _read_url(process)
-        finally:
-            _stop(process)
+    with gateway_log("gateway.stderr") as log, serving(gateway_config, log) as url:
+        yield url
+
+
+@contextmanager
+def serving(config: Path, log: TextIO) -> Iterator[str]:
+    """Runs `mcp-gateway serve --config CONFIG`, its stderr into `log`, and yields its MCP URL."""
+    process = subprocess.Popen(
+        [GATEWAY_BIN, "serve", "--config", config, "--bind", "127.0.0.1:0"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        env=gateway_env(),
+        text=True,
+        # Its own process group, so teardown can end the upstreams too should the gateway
+        # leave them behind.
+        start_new_session=True,
+    )
+    try:
+        yield _read_url(process)
+    finally:
+        _stop(process)
 
 
 def _read_url(process: subprocess.Popen[str]) -> str:

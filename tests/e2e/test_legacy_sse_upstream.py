@@ -11,8 +11,8 @@ from typing import TextIO
 import pytest
 from mcp.types import TextContent
 
-from conftest import _read_url, _stop, _toml_string
-from support import GATEWAY_BIN, connected, gateway_env, require
+from conftest import _stop, _toml_string, serving
+from support import GATEWAY_BIN, connected, require
 
 pytestmark = pytest.mark.anyio
 
@@ -50,20 +50,9 @@ url = {_toml_string(sse_upstream)}
 type = "sse"
 """
     )
-    with gateway_log("gateway.stderr") as log:
-        process = subprocess.Popen(
-            [require(GATEWAY_BIN), "serve", "--config", config, "--bind", "127.0.0.1:0"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            env=gateway_env(),
-            text=True,
-            start_new_session=True,
-        )
-        try:
-            yield _read_url(process)
-        finally:
-            _stop(process)
+    require(GATEWAY_BIN)
+    with gateway_log("gateway.stderr") as log, serving(config, log) as url:
+        yield url
 
 
 async def test_lists_and_calls_the_tools_of_an_sse_server(sse_gateway_url: str, client_mode: str) -> None:
