@@ -104,6 +104,26 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Any valid server name and any upstream name split back into exactly what they were,
+        /// and two different (server, name) pairs never produce the same client-visible name.
+        #[test]
+        fn prefixed_names_are_reversible_and_unique(
+            separator in "(__|_|\\.|_\\.)",
+            a in "[a-z][a-z0-9-]{0,10}", b in "[a-z][a-z0-9-]{0,10}",
+            x in "[A-Za-z0-9_.-]{1,12}", y in "[A-Za-z0-9_.-]{1,12}",
+        ) {
+            let naming = Naming::prefixed(separator);
+            let (ax, by) = (naming.name(&a, &x), naming.name(&b, &y));
+            proptest::prop_assert_eq!(naming.split_name(&ax), Some((a.as_str(), x.as_str())));
+            proptest::prop_assert_eq!(naming.split_name(&by), Some((b.as_str(), y.as_str())));
+            proptest::prop_assert_eq!(ax == by, (&a, &x) == (&b, &y));
+            let (ua, ub) = (naming.uri(&a, &x), naming.uri(&b, &y));
+            proptest::prop_assert_eq!(naming.split_uri(&ua), Some((a.as_str(), x.as_str())));
+            proptest::prop_assert_eq!(ua == ub, (&a, &x) == (&b, &y));
+        }
+    }
+
     #[test]
     fn pass_through_is_identity() {
         let naming = Naming::pass_through("only");
