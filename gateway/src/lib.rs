@@ -33,6 +33,7 @@ pub struct Gateway {
     pub registry: Registry,
     pub sessions: Arc<Sessions>,
     shutdown: CancellationToken,
+    supervisors: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Gateway {
@@ -60,14 +61,16 @@ impl Gateway {
             health_timeout: config.routing.health_timeout,
             shutdown: shutdown.clone(),
         };
-        for upstream in &upstreams {
-            tokio::spawn(upstream.clone().supervise(cx.clone()));
-        }
+        let supervisors = upstreams
+            .iter()
+            .map(|upstream| tokio::spawn(upstream.clone().supervise(cx.clone())))
+            .collect();
         let gateway = Arc::new(Self {
             registry: Registry::new(upstreams, naming, config.routing.page_size),
             config,
             sessions,
             shutdown,
+            supervisors: std::sync::Mutex::new(supervisors),
         });
         tokio::spawn(announce_changes(
             gateway.sessions.clone(),
@@ -79,6 +82,19 @@ impl Gateway {
     /// Stops every upstream (their processes are killed) and ends the change announcer.
     pub fn shutdown(&self) {
         self.shutdown.cancel();
+    }
+
+    /// Shuts down and waits (up to `limit`) until every upstream has stopped, so that no upstream
+    /// process outlives the gateway.
+    pub async fn stop(&self, limit: std::time::Duration) {
+        self.shutdown();
+        let supervisors: Vec<_> = self
+            .supervisors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect();
+        let _ = tokio::time::timeout(limit, futures::future::join_all(supervisors)).await;
     }
 
     /// A token cancelled when the gateway shuts down.

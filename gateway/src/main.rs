@@ -138,16 +138,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             });
             let shutdown = gateway.clone();
             tokio::spawn(async move {
-                let _ = tokio::signal::ctrl_c().await;
+                shutdown_signal().await;
                 tracing::info!("shutting down");
                 shutdown.shutdown();
             });
-            front::http::serve(gateway, listener).await?;
+            front::http::serve(gateway.clone(), listener).await?;
+            gateway.stop(STOP_LIMIT).await;
             Ok(ExitCode::SUCCESS)
         }
         Command::Stdio { config } => {
             let (gateway, _store) = start(&config).await?;
-            front::stdio::serve(gateway).await?;
+            let serving = front::stdio::serve(gateway.clone());
+            tokio::select! {
+                result = serving => result?,
+                _ = shutdown_signal() => tracing::info!("shutting down"),
+            }
+            gateway.stop(STOP_LIMIT).await;
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { config, json } => match Config::load(&config) {
@@ -262,6 +268,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             gateway::demo::serve_stdio().await?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// How long shutdown waits for upstreams to stop before the process exits anyway.
+const STOP_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// SIGINT (Ctrl-C) or SIGTERM (systemd, Kubernetes).
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
     }
 }
 

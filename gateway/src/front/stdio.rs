@@ -18,6 +18,5 @@ pub async fn serve(gateway: Arc<Gateway>) -> anyhow::Result<()> {
     let handler = GatewayHandler::new(gateway.clone());
     let service = handler.serve(rmcp::transport::stdio()).await?;
     let _ = service.waiting().await;
-    gateway.shutdown();
     Ok(())
 }
