@@ -36,6 +36,10 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     // Legacy-era clients get sessions (Mcp-Session-Id); 2026-07-28 requests are stateless
     // whatever this says.
     mcp_config.legacy_session_mode = true;
+    // A stateless (2026-07-28) request whose first message is its answer gets a plain JSON
+    // response instead of an SSE stream: one write instead of three. Anything that sends
+    // notifications first still streams.
+    mcp_config.json_response = true;
     let service_gateway = gateway.clone();
     let mcp = StreamableHttpService::new(
         move || Ok(GatewayHandler::new(service_gateway.clone())),

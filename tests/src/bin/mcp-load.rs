@@ -51,6 +51,9 @@ enum Command {
         /// Concurrency levels.
         #[arg(long, value_delimiter = ',', default_value = "1,32")]
         concurrency: Vec<usize>,
+        /// Clients speak the 2026-07-28 era (stateless) instead of 2025-11-25 (sessions).
+        #[arg(long)]
+        modern: bool,
     },
     /// Call one tool of a running server over Streamable HTTP and print one table row.
     Run {
@@ -148,7 +151,8 @@ async fn main() -> anyhow::Result<()> {
             gateway,
             calls,
             concurrency,
-        } => bench(&gateway, calls, &concurrency).await,
+            modern,
+        } => bench(&gateway, calls, &concurrency, modern).await,
     }
 }
 
@@ -167,7 +171,7 @@ async fn echo_server(transport: EchoTransport) -> anyhow::Result<()> {
             let service = StreamableHttpService::new(
                 || Ok(Echo),
                 LocalSessionManager::default().into(),
-                StreamableHttpServerConfig::default(),
+                StreamableHttpServerConfig::default().with_json_response(true),
             );
             let router = axum::Router::new().nest_service("/mcp", service);
             println!("http://{addr}/mcp");
@@ -281,7 +285,27 @@ async fn call(peer: &Peer<RoleClient>, tool: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn bench(gateway: &Path, calls: usize, levels: &[usize]) -> anyhow::Result<()> {
+/// A client of `transport` in the chosen era.
+async fn client<T, E, A>(
+    transport: T,
+    modern: bool,
+) -> anyhow::Result<rmcp::service::RunningService<RoleClient, ()>>
+where
+    T: rmcp::transport::IntoTransport<RoleClient, E, A>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    use rmcp::service::{ClientLifecycleMode, ClientServiceExt};
+    let lifecycle = if modern {
+        ClientLifecycleMode::Discover {
+            preferred_versions: vec![rmcp::model::ProtocolVersion::V_2026_07_28],
+        }
+    } else {
+        ClientLifecycleMode::Initialize
+    };
+    Ok(().serve_with_lifecycle(transport, lifecycle).await?)
+}
+
+async fn bench(gateway: &Path, calls: usize, levels: &[usize], modern: bool) -> anyhow::Result<()> {
     let me = std::env::current_exe()?;
     let work = std::env::temp_dir().join(format!("mcp-load-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
@@ -292,12 +316,11 @@ async fn bench(gateway: &Path, calls: usize, levels: &[usize]) -> anyhow::Result
         let (_echo, direct) = if upstream == "stdio" {
             let mut command = tokio::process::Command::new(&me);
             command.args(["echo-server", "stdio"]);
-            let client = ().serve(TokioChildProcess::new(command)?).await?;
-            (None, client)
+            (None, client(TokioChildProcess::new(command)?, modern).await?)
         } else {
             let (child, url) = spawn_with_url(&me, &["echo-server", "http"]).await?;
-            let client = ().serve(StreamableHttpClientTransport::from_uri(url.as_str())).await?;
-            (Some(child), client)
+            let direct = client(StreamableHttpClientTransport::from_uri(url.as_str()), modern).await?;
+            (Some(child), direct)
         };
         // The gateway in front of the same kind of upstream.
         let (_gateway_echo, server) = if upstream == "stdio" {
@@ -325,7 +348,7 @@ async fn bench(gateway: &Path, calls: usize, levels: &[usize]) -> anyhow::Result
         )
         .await?;
         let gateway_pid = gateway_child.0.id().context("gateway pid")?;
-        let through = ().serve(StreamableHttpClientTransport::from_uri(url.as_str())).await?;
+        let through = client(StreamableHttpClientTransport::from_uri(url.as_str()), modern).await?;
 
         for &concurrency in levels {
             for (path, peer, tool) in [
