@@ -316,10 +316,17 @@ async fn bench(gateway: &Path, calls: usize, levels: &[usize], modern: bool) -> 
         let (_echo, direct) = if upstream == "stdio" {
             let mut command = tokio::process::Command::new(&me);
             command.args(["echo-server", "stdio"]);
-            (None, client(TokioChildProcess::new(command)?, modern).await?)
+            (
+                None,
+                client(TokioChildProcess::new(command)?, modern).await?,
+            )
         } else {
             let (child, url) = spawn_with_url(&me, &["echo-server", "http"]).await?;
-            let direct = client(StreamableHttpClientTransport::from_uri(url.as_str()), modern).await?;
+            let direct = client(
+                StreamableHttpClientTransport::from_uri(url.as_str()),
+                modern,
+            )
+            .await?;
             (Some(child), direct)
         };
         // The gateway in front of the same kind of upstream.
@@ -348,7 +355,11 @@ async fn bench(gateway: &Path, calls: usize, levels: &[usize], modern: bool) -> 
         )
         .await?;
         let gateway_pid = gateway_child.0.id().context("gateway pid")?;
-        let through = client(StreamableHttpClientTransport::from_uri(url.as_str()), modern).await?;
+        let through = client(
+            StreamableHttpClientTransport::from_uri(url.as_str()),
+            modern,
+        )
+        .await?;
 
         for &concurrency in levels {
             for (path, peer, tool) in [
