@@ -3,6 +3,7 @@
 //! Start with [`Gateway::start`], then serve it through a front door in [`front`].
 //! `ARCHITECTURE.md` at the repository root walks through one request's path.
 
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod front;
@@ -10,6 +11,7 @@ pub mod handler;
 pub mod naming;
 pub mod pipeline;
 pub mod registry;
+pub mod security;
 pub mod session;
 pub mod store;
 pub mod upstream;

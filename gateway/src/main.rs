@@ -61,8 +61,72 @@ enum Command {
     },
     /// Print the JSON Schema of gateway.toml.
     ConfigSchema,
+    /// Generate SchemaPin keys, or print a key's fingerprint.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Sign a tool schema with a SchemaPin private key (output as `schemapin-sign` writes it).
+    Sign {
+        /// Private key, PEM PKCS#8.
+        #[arg(long)]
+        key: PathBuf,
+        /// The schema to sign, JSON.
+        #[arg(long)]
+        schema: PathBuf,
+        /// Where to write the signed schema; stdout by default.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        /// Accepted for compatibility with `schemapin-sign`; nothing is left out either way.
+        #[arg(long, short, hide = true)]
+        quiet: bool,
+        /// Accepted for compatibility with `schemapin-sign`, which checks for JSON-Schema fields.
+        #[arg(long, hide = true)]
+        no_validate: bool,
+    },
+    /// Verify a signed schema against a public key; exits 0 only when the signature is valid.
+    Verify {
+        /// The signed schema, `{"schema", "signature", ...}`.
+        #[arg(long)]
+        schema: PathBuf,
+        /// Public key, PEM SubjectPublicKeyInfo.
+        #[arg(long)]
+        public_key: PathBuf,
+        /// Also accept signatures made over the schema hash directly (SchemaPin's Go SDK).
+        #[arg(long)]
+        allow_single_hash: bool,
+        #[arg(long)]
+        json: bool,
+        /// Accepted for compatibility with `schemapin-verify`; the exit code always tells.
+        #[arg(long, hide = true)]
+        exit_code: bool,
+        #[arg(long, short, hide = true)]
+        quiet: bool,
+    },
     /// Run the bundled demo MCP server over stdio.
     DemoServer,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Write a new P-256 key pair: `<prefix>_private.pem` (mode 0600) and `<prefix>_public.pem`.
+    Generate {
+        #[arg(long, default_value = ".")]
+        output_dir: PathBuf,
+        #[arg(long, default_value = "schemapin")]
+        prefix: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the `sha256:` fingerprint of a PEM key (public, or the public half of a private key).
+    Fingerprint {
+        #[arg(long, alias = "private-key")]
+        public_key: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -263,6 +327,89 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ConfigSchema => {
             println!("{}", serde_json::to_string_pretty(&config::json_schema())?);
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys { command } => match command {
+            KeysCommand::Generate {
+                output_dir,
+                prefix,
+                json,
+            } => {
+                let key = keys::material::generate_schemapin_key()?;
+                let written = keys::material::write_key_pair(&key, &output_dir, &prefix)?;
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "private_key": written.private,
+                            "public_key": written.public,
+                            "fingerprint": written.fingerprint,
+                        })
+                    );
+                } else {
+                    println!("private key: {}", written.private.display());
+                    println!("public key:  {}", written.public.display());
+                    println!("fingerprint: {}", written.fingerprint);
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            KeysCommand::Fingerprint { public_key, json } => {
+                let fingerprint = gateway::security::fingerprint(&public_key)?;
+                if json {
+                    println!("{}", serde_json::json!({ "fingerprint": fingerprint }));
+                } else {
+                    println!("{fingerprint}");
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+        },
+        Command::Sign {
+            key,
+            schema,
+            output,
+            json,
+            ..
+        } => {
+            let signed =
+                gateway::security::sign_schema(&key, &schema, &gateway::clock::now_rfc3339())?;
+            match &output {
+                Some(path) => std::fs::write(path, &signed)
+                    .with_context(|| format!("cannot write {}", path.display()))?,
+                None if !json => print!("{signed}"),
+                None => {}
+            }
+            if json {
+                let document: serde_json::Value = serde_json::from_str(&signed)?;
+                println!(
+                    "{}",
+                    serde_json::json!({ "output": output, "signature": document["signature"], "signed": document })
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify {
+            schema,
+            public_key,
+            allow_single_hash,
+            json,
+            ..
+        } => {
+            let verification =
+                gateway::security::verify_signed(&schema, &public_key, allow_single_hash)?;
+            if json {
+                println!("{}", serde_json::to_string(&verification)?);
+            } else if verification.valid {
+                println!("valid: signed by {}", verification.key_fingerprint);
+            } else {
+                println!(
+                    "invalid: {}",
+                    verification.error.as_deref().unwrap_or("unknown reason")
+                );
+            }
+            Ok(if verification.valid {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::DemoServer => {
             gateway::demo::serve_stdio().await?;

@@ -1,6 +1,7 @@
-//! Key material and trust: key generation and loading, fingerprints, the TOFU pin store, trust
-//! bundles, revocation lists and `.well-known` discovery.
-//!
-//! Nothing is implemented here yet; the tool-verification issue fills this crate.
+//! Key material and trust: key generation and storage, fingerprints, and (to come, with the
+//! tool-verification issue) the TOFU pin store, trust bundles, revocation lists and
+//! `.well-known` discovery.
 //!
 //! **Architecture Invariant:** every pin change is an audited event.
+
+pub mod material;

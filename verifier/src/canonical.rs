@@ -64,6 +64,25 @@ pub fn canonicalize_members(text: &str, keep: &[&str]) -> Result<String, JsonErr
     Ok(out)
 }
 
+/// Canonicalizes one top-level member of a JSON object (the `schema` of a signed document),
+/// straight from the document's text so that its numbers keep Python's meaning.
+pub fn canonicalize_member(text: &str, key: &str) -> Result<Option<String>, JsonError> {
+    let Value::Object(members) = parse(text)? else {
+        return Err(JsonError {
+            offset: 0,
+            reason: "expected an object",
+        });
+    };
+    Ok(members
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, value)| {
+            let mut out = String::new();
+            write_value(&value, &mut out);
+            out
+        }))
+}
+
 fn parse(text: &str) -> Result<Value, JsonError> {
     let mut parser = Parser {
         bytes: text.as_bytes(),

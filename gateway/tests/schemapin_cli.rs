@@ -1,0 +1,248 @@
+//! The security team's commands against SchemaPin's own CLIs (`schemapin==1.3.0`, installed under
+//! `.tools/venv` by `scripts/install-test-deps.sh`): keys, signatures and fingerprints carry over
+//! in both directions.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a panic in a test is a test failure"
+)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+fn venv_bin(name: &str) -> PathBuf {
+    let tools = std::env::var_os("MCP_TEST_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools"));
+    let path = tools.join("venv/bin").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/install-test-deps.sh",
+        path.display()
+    );
+    path
+}
+
+fn run(program: impl AsRef<std::ffi::OsStr>, args: &[&str], dir: &Path) -> Output {
+    Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+fn gateway(args: &[&str], dir: &Path) -> Output {
+    run(env!("CARGO_BIN_EXE_mcp-gateway"), args, dir)
+}
+
+const TOOL: &str = r#"{"name": "get_weather", "description": "Weather for a city, é 😀", "inputSchema": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer", "default": 3, "maximum": 1e1}}, "required": ["city"], "x": 12345678901234567890123456789}}"#;
+
+#[test]
+fn our_keys_and_signatures_verify_in_schemapin_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = gateway(&["keys", "generate", "--output-dir", ".", "--json"], d);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let generated: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    std::fs::write(d.join("tool.json"), TOOL).unwrap();
+
+    let out = gateway(
+        &[
+            "sign",
+            "--key",
+            "schemapin_private.pem",
+            "--schema",
+            "tool.json",
+            "--output",
+            "signed.json",
+        ],
+        d,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let verify = |file: &str| {
+        run(
+            venv_bin("schemapin-verify"),
+            &[
+                "--quiet",
+                "--exit-code",
+                "--schema",
+                file,
+                "--public-key",
+                "schemapin_public.pem",
+            ],
+            d,
+        )
+    };
+    assert!(verify("signed.json").status.success());
+    let tampered = std::fs::read_to_string(d.join("signed.json"))
+        .unwrap()
+        .replace("Weather for", "Whether for");
+    std::fs::write(d.join("tampered.json"), tampered).unwrap();
+    assert!(!verify("tampered.json").status.success());
+
+    // Our fingerprint is SchemaPin's.
+    let out = run(
+        venv_bin("python"),
+        &[
+            "-c",
+            "import sys; from schemapin.crypto import KeyManager; \
+             print(KeyManager.calculate_key_fingerprint_from_pem(open(sys.argv[1]).read()))",
+            "schemapin_public.pem",
+        ],
+        d,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        generated["fingerprint"].as_str().unwrap()
+    );
+    let out = gateway(
+        &[
+            "keys",
+            "fingerprint",
+            "--public-key",
+            "schemapin_private.pem",
+        ],
+        d,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        generated["fingerprint"].as_str().unwrap()
+    );
+}
+
+#[test]
+fn schemapin_signatures_verify_here_and_exit_codes_tell() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(
+        run(
+            venv_bin("schemapin-keygen"),
+            &["--quiet", "--output-dir", "."],
+            d
+        )
+        .status
+        .success()
+    );
+    std::fs::write(d.join("tool.json"), TOOL).unwrap();
+    let out = run(
+        venv_bin("schemapin-sign"),
+        &[
+            "--quiet",
+            "--no-validate",
+            "--key",
+            "schemapin_private.pem",
+            "--schema",
+            "tool.json",
+            "--output",
+            "signed.json",
+        ],
+        d,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = gateway(
+        &[
+            "verify",
+            "--schema",
+            "signed.json",
+            "--public-key",
+            "schemapin_public.pem",
+            "--json",
+        ],
+        d,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["valid"], true);
+    assert_eq!(report["scheme"], "double-hash");
+
+    // Another key: invalid, exit status 1.
+    assert!(
+        gateway(&["keys", "generate", "--prefix", "other"], d)
+            .status
+            .success()
+    );
+    let out = gateway(
+        &[
+            "verify",
+            "--schema",
+            "signed.json",
+            "--public-key",
+            "other_public.pem",
+        ],
+        d,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("invalid"));
+
+    // Malformed inputs: a clear error naming the file, exit status 1, no panic.
+    std::fs::write(
+        d.join("bad.pem"),
+        "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+    )
+    .unwrap();
+    let out = gateway(
+        &[
+            "verify",
+            "--schema",
+            "signed.json",
+            "--public-key",
+            "bad.pem",
+        ],
+        d,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("bad.pem: not a PEM-encoded P-256 public key")
+    );
+    std::fs::write(
+        d.join("broken.json"),
+        r#"{"schema": {"a": 1}, "signature": "!!!"}"#,
+    )
+    .unwrap();
+    let out = gateway(
+        &[
+            "verify",
+            "--schema",
+            "broken.json",
+            "--public-key",
+            "schemapin_public.pem",
+        ],
+        d,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("not valid base64"));
+    std::fs::write(d.join("notjson.json"), "{").unwrap();
+    let out = gateway(
+        &[
+            "verify",
+            "--schema",
+            "notjson.json",
+            "--public-key",
+            "schemapin_public.pem",
+        ],
+        d,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("notjson.json: invalid JSON"));
+}
