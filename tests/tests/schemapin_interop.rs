@@ -69,6 +69,7 @@ fn canonical_strings_match_the_reference_byte_for_byte() {
         r#"{"dup": 1, "dup": 2, "nested": {"k": "first", "k": "second"}}"#,
         r#"{"name": "get_weather", "description": "Weather for a city", "inputSchema": {"type": "object", "properties": {"city": {"type": "string", "minLength": 1}, "units": {"enum": ["metric", "imperial"], "default": "metric"}}, "required": ["city"]}}"#,
         r#"[true, false, null, [], {}, [[]], {"": ""}]"#,
+        r#"[NaN, Infinity, -Infinity, -1e3444, 1e400]"#,
     ];
     let python = python_canonical(&corpus);
     for (text, expected) in corpus.iter().zip(python) {

@@ -151,6 +151,13 @@ impl Parser<'_> {
             Some(b't') => self.literal("true", Value::Bool(true)),
             Some(b'f') => self.literal("false", Value::Bool(false)),
             Some(b'n') => self.literal("null", Value::Null),
+            // Python's `json.loads` accepts these, and `json.dumps` writes them, so a document
+            // SchemaPin signs may contain them.
+            Some(b'N') => self.literal("NaN", Value::Float(f64::NAN)),
+            Some(b'I') => self.literal("Infinity", Value::Float(f64::INFINITY)),
+            Some(b'-') if self.bytes[self.pos..].starts_with(b"-Infinity") => {
+                self.literal("-Infinity", Value::Float(f64::NEG_INFINITY))
+            }
             Some(b'-' | b'0'..=b'9') => self.number(),
             Some(_) => Err(self.error("expected a value")),
             None => Err(self.error("unexpected end of input")),
@@ -505,6 +512,14 @@ mod tests {
     }
 
     #[test]
+    fn python_non_finite_literals_round_trip() {
+        check(
+            "[NaN, Infinity, -Infinity, -1e3444]",
+            expect!["[NaN,Infinity,-Infinity,-Infinity]"],
+        );
+    }
+
+    #[test]
     fn integers_are_exact_at_any_size() {
         check(
             "[0, -0, 12345678901234567890123456789, -9007199254740993]",
@@ -604,8 +619,12 @@ mod tests {
                 expect![[r#"error: invalid JSON at byte 3: short \u escape"#]],
             ),
             (
-                "NaN",
-                expect!["error: invalid JSON at byte 0: expected a value"],
+                "nan",
+                expect!["error: invalid JSON at byte 0: unknown literal"],
+            ),
+            (
+                "-Inf",
+                expect!["error: invalid JSON at byte 1: expected a digit"],
             ),
             (
                 "[1] [2]",
