@@ -5,3 +5,4 @@
 //! **Architecture Invariant:** every pin change is an audited event.
 
 pub mod material;
+pub mod pins;

@@ -65,6 +65,45 @@ pub fn sign(hash: &[u8; 32], key: &SigningKey) -> String {
     STANDARD.encode(signature.to_der().as_bytes())
 }
 
+/// Proof that a signature made with a key verified: the only way to get one is
+/// [`verify_proof`], so code that pins a key cannot pin one that has not signed anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedKey {
+    key: VerifyingKey,
+    fingerprint: String,
+    scheme: Scheme,
+}
+
+impl VerifiedKey {
+    pub fn key(&self) -> &VerifyingKey {
+        &self.key
+    }
+
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
+    }
+}
+
+/// Verifies like [`verify`] and, on success, returns the proof that the key signed this hash.
+pub fn verify_proof(
+    hash: &[u8; 32],
+    signature_b64: &str,
+    key: &VerifyingKey,
+    allow_single_hash: bool,
+) -> Result<VerifiedKey, SignatureError> {
+    let scheme = verify(hash, signature_b64, key, allow_single_hash)?;
+    let fingerprint = fingerprint(key).map_err(|_| SignatureError::Mismatch)?;
+    Ok(VerifiedKey {
+        key: *key,
+        fingerprint,
+        scheme,
+    })
+}
+
 /// Verifies a base64 DER signature over a schema hash.
 pub fn verify(
     hash: &[u8; 32],
