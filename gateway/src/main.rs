@@ -66,6 +66,11 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// List, add, rotate or remove pinned SchemaPin keys.
+    Pins {
+        #[command(subcommand)]
+        command: PinsCommand,
+    },
     /// Sign a tool schema with a SchemaPin private key (output as `schemapin-sign` writes it).
     Sign {
         /// Private key, PEM PKCS#8.
@@ -107,6 +112,63 @@ enum Command {
     },
     /// Run the bundled demo MCP server over stdio.
     DemoServer,
+}
+
+#[derive(Subcommand)]
+enum PinsCommand {
+    /// Every pinned key.
+    List {
+        #[arg(long, short, default_value = "gateway.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pin a key for a tool and domain. The key must verify a signed schema first: a key is
+    /// pinned only after a signature made with it verified.
+    Add {
+        #[command(flatten)]
+        pin: PinArgs,
+    },
+    /// Replace the pinned key of a tool and domain (also proven by a signed schema).
+    Rotate {
+        #[command(flatten)]
+        pin: PinArgs,
+    },
+    /// Remove the pin of a tool and domain.
+    Remove {
+        #[arg(long)]
+        tool: String,
+        #[arg(long)]
+        domain: String,
+        /// Who removes it, recorded in the audit log.
+        #[arg(long, env = "USER", default_value = "unknown")]
+        by: String,
+        #[arg(long, short, default_value = "gateway.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct PinArgs {
+    #[arg(long)]
+    tool: String,
+    #[arg(long)]
+    domain: String,
+    /// The key to pin, PEM SubjectPublicKeyInfo.
+    #[arg(long)]
+    public_key: PathBuf,
+    /// A schema signed with that key (`{"schema", "signature"}`), proving it.
+    #[arg(long)]
+    signed_schema: PathBuf,
+    /// Who approves the pin, recorded with it.
+    #[arg(long, env = "USER", default_value = "unknown")]
+    by: String,
+    #[arg(long, short, default_value = "gateway.toml")]
+    config: PathBuf,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -324,6 +386,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 })
             }
         },
+        Command::Pins { command } => pins(command).await,
         Command::ConfigSchema => {
             println!("{}", serde_json::to_string_pretty(&config::json_schema())?);
             Ok(ExitCode::SUCCESS)
@@ -414,6 +477,86 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::DemoServer => {
             gateway::demo::serve_stdio().await?;
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn pins(command: PinsCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        PinsCommand::List { config, json } => {
+            let store = Store::open(&Config::load(&config)?.storage.database_url).await?;
+            let pins = store.pins().list().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&pins)?);
+            } else {
+                for pin in pins {
+                    println!(
+                        "{:<24} {:<24} {} approved by {}",
+                        pin.tool_id,
+                        pin.domain,
+                        pin.fingerprint,
+                        pin.approved_by.as_deref().unwrap_or("trust on first use")
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PinsCommand::Add { pin } | PinsCommand::Rotate { pin } => {
+            let proof = gateway::security::prove_key(&pin.signed_schema, &pin.public_key, false)?;
+            let store = Store::open(&Config::load(&pin.config)?.storage.database_url).await?;
+            let previous = store
+                .pins()
+                .set(&pin.tool, &pin.domain, &proof, &pin.by)
+                .await?;
+            if pin.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "tool": pin.tool, "domain": pin.domain,
+                        "fingerprint": proof.fingerprint(),
+                        "replaced": previous.map(|p| p.fingerprint),
+                    })
+                );
+            } else {
+                match previous {
+                    Some(old) => println!(
+                        "rotated {} ({}): {} -> {}",
+                        pin.tool,
+                        pin.domain,
+                        old.fingerprint,
+                        proof.fingerprint()
+                    ),
+                    None => println!(
+                        "pinned {} ({}): {}",
+                        pin.tool,
+                        pin.domain,
+                        proof.fingerprint()
+                    ),
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PinsCommand::Remove {
+            tool,
+            domain,
+            by,
+            config,
+            json,
+        } => {
+            let store = Store::open(&Config::load(&config)?.storage.database_url).await?;
+            let removed = store.pins().remove(&tool, &domain, &by).await?;
+            if json {
+                println!("{}", serde_json::json!({ "removed": removed }));
+            } else if removed {
+                println!("removed the pin of {tool} ({domain})");
+            } else {
+                println!("no pin for {tool} ({domain})");
+            }
+            Ok(if removed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
     }
 }

@@ -66,6 +66,23 @@ pub struct Verification {
     pub error: Option<String>,
 }
 
+/// The canonical schema and the signature of a signed schema document.
+fn read_signed(signed_path: &Path) -> Result<(String, String), SecurityError> {
+    let text = read(signed_path)?;
+    let schema = canonical::canonicalize_member(&text, "schema")
+        .map_err(|e| invalid(signed_path, e))?
+        .ok_or_else(|| invalid(signed_path, "no `schema` member"))?;
+    let signature_text = canonical::canonicalize_member(&text, "signature")
+        .map_err(|e| invalid(signed_path, e))?
+        .ok_or_else(|| invalid(signed_path, "no `signature` member"))?;
+    // The canonical form of a JSON string is a quoted, escaped string; base64 needs no escapes.
+    let signature_b64 = signature_text
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .ok_or_else(|| invalid(signed_path, "`signature` is not a string"))?;
+    Ok((schema, signature_b64.to_owned()))
+}
+
 /// Verifies a signed schema document against a PEM public key.
 pub fn verify_signed(
     signed_path: &Path,
@@ -75,24 +92,11 @@ pub fn verify_signed(
     let key = signature::public_key_from_pem(&read(public_key_path)?)
         .map_err(|e| invalid(public_key_path, e))?;
     let key_fingerprint = signature::fingerprint(&key).map_err(|e| invalid(public_key_path, e))?;
-    let text = read(signed_path)?;
-    let schema = canonical::canonicalize_member(&text, "schema")
-        .map_err(|e| invalid(signed_path, e))?
-        .ok_or_else(|| invalid(signed_path, "no `schema` member"))?;
-    let signature_text = canonical::canonicalize_member(&text, "signature")
-        .map_err(|e| invalid(signed_path, e))?
-        .ok_or_else(|| invalid(signed_path, "no `signature` member"))?;
-    // The canonical form of a JSON string is a quoted, escaped string; base64 needs no escapes.
-    let Some(signature_b64) = signature_text
-        .strip_prefix('"')
-        .and_then(|s| s.strip_suffix('"'))
-    else {
-        return Err(invalid(signed_path, "`signature` is not a string"));
-    };
+    let (schema, signature_b64) = read_signed(signed_path)?;
     Ok(
         match signature::verify(
             &signature::schema_hash(&schema),
-            signature_b64,
+            &signature_b64,
             &key,
             allow_single_hash,
         ) {
@@ -113,6 +117,30 @@ pub fn verify_signed(
             },
         },
     )
+}
+
+/// Checks that the signed document verifies with the key, and returns the proof that lets the
+/// key be pinned: a key is pinned only after a signature made with it verified.
+pub fn prove_key(
+    signed_path: &Path,
+    public_key_path: &Path,
+    allow_single_hash: bool,
+) -> Result<signature::VerifiedKey, SecurityError> {
+    let key = signature::public_key_from_pem(&read(public_key_path)?)
+        .map_err(|e| invalid(public_key_path, e))?;
+    let (schema, signature_b64) = read_signed(signed_path)?;
+    signature::verify_proof(
+        &signature::schema_hash(&schema),
+        &signature_b64,
+        &key,
+        allow_single_hash,
+    )
+    .map_err(|e| {
+        invalid(
+            signed_path,
+            format!("does not verify with {}: {e}", public_key_path.display()),
+        )
+    })
 }
 
 /// The fingerprint of a PEM key: a public key, or the public half of a private key.

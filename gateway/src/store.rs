@@ -83,6 +83,11 @@ impl Store {
         Ok(Self { pool })
     }
 
+    /// The key pin store, over the same database.
+    pub fn pins(&self) -> keys::pins::PinStore {
+        keys::pins::PinStore::new(self.pool.clone())
+    }
+
     /// Records the servers of the configuration, without their secrets.
     pub async fn record_config_servers(&self, servers: &[ServerSpec]) -> Result<(), StoreError> {
         for server in servers {

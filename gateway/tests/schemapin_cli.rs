@@ -246,3 +246,93 @@ fn schemapin_signatures_verify_here_and_exit_codes_tell() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("notjson.json: invalid JSON"));
 }
+
+#[test]
+fn pins_need_a_signature_that_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("gateway.toml"), "[storage]\ndata_dir = \"state\"\n").unwrap();
+    std::fs::write(d.join("tool.json"), TOOL).unwrap();
+    for prefix in ["a", "b"] {
+        assert!(
+            gateway(&["keys", "generate", "--prefix", prefix], d)
+                .status
+                .success()
+        );
+        let out = gateway(
+            &[
+                "sign",
+                "--key",
+                &format!("{prefix}_private.pem"),
+                "--schema",
+                "tool.json",
+                "--output",
+                &format!("{prefix}.signed.json"),
+            ],
+            d,
+        );
+        assert!(out.status.success());
+    }
+    let pin = |verb: &str, key: &str, signed: &str| {
+        gateway(
+            &[
+                "pins",
+                verb,
+                "--tool",
+                "get_weather",
+                "--domain",
+                "example.com",
+                "--public-key",
+                key,
+                "--signed-schema",
+                signed,
+                "--by",
+                "alice",
+                "--json",
+            ],
+            d,
+        )
+    };
+    // A key that did not sign the document is not pinned.
+    let out = pin("add", "a_public.pem", "b.signed.json");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not verify"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list = gateway(&["pins", "list", "--json"], d);
+    assert_eq!(String::from_utf8_lossy(&list.stdout).trim(), "[]");
+
+    let out = pin("add", "a_public.pem", "a.signed.json");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let added: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = pin("rotate", "b_public.pem", "b.signed.json");
+    let rotated: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rotated["replaced"], added["fingerprint"]);
+
+    let list: serde_json::Value =
+        serde_json::from_slice(&gateway(&["pins", "list", "--json"], d).stdout).unwrap();
+    assert_eq!(list[0]["fingerprint"], rotated["fingerprint"]);
+    assert_eq!(list[0]["approved_by"], "alice");
+
+    let remove = |d: &Path| {
+        gateway(
+            &[
+                "pins",
+                "remove",
+                "--tool",
+                "get_weather",
+                "--domain",
+                "example.com",
+            ],
+            d,
+        )
+    };
+    assert!(remove(d).status.success());
+    assert_eq!(remove(d).status.code(), Some(1));
+}
