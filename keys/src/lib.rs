@@ -4,5 +4,6 @@
 //!
 //! **Architecture Invariant:** every pin change is an audited event.
 
+pub mod discovery;
 pub mod material;
 pub mod pins;
