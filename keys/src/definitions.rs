@@ -1,0 +1,368 @@
+//! Trust on first use for tool definitions: the first definition of a tool is pinned; a later,
+//! different one (any visible field, see `verifier::DEFINITION_MEMBERS`) is quarantined until a
+//! person approves or rejects it. This is what stops a server from changing a tool after it was
+//! trusted (a "rug pull").
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::{AnyPool, Row};
+
+/// The state of one tool definition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DefinitionState {
+    /// Approved, on first use or by a person: served.
+    Pinned,
+    /// A known tool's changed definition: hidden until a person decides.
+    Quarantined,
+    /// Refused by a person: hidden.
+    Rejected,
+    /// Pinned once, replaced by the approval of a newer definition.
+    Superseded,
+}
+
+impl DefinitionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pinned => "pinned",
+            Self::Quarantined => "quarantined",
+            Self::Rejected => "rejected",
+            Self::Superseded => "superseded",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "pinned" => Self::Pinned,
+            "quarantined" => Self::Quarantined,
+            "rejected" => Self::Rejected,
+            "superseded" => Self::Superseded,
+            _ => return None,
+        })
+    }
+}
+
+/// One recorded definition.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Definition {
+    pub server: String,
+    pub tool: String,
+    pub definition_hash: String,
+    /// The definition as the server listed it (JSON).
+    pub definition: String,
+    pub state: DefinitionState,
+    pub first_seen: i64,
+    pub decided_at: i64,
+    pub decided_by: Option<String>,
+}
+
+/// Why the definition store failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DefinitionError {
+    #[error("definition store: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("definition store: unknown state `{0}` in the database")]
+    BadState(String),
+    #[error("no quarantined definition of {tool} on {server} to decide on")]
+    NothingToDecide { server: String, tool: String },
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Tool definitions in the gateway's database; the tables come from the gateway's migrations.
+#[derive(Clone)]
+pub struct DefinitionStore {
+    pool: AnyPool,
+}
+
+const COLUMNS: &str =
+    "server, tool, definition_hash, definition, state, first_seen, decided_at, decided_by";
+
+impl DefinitionStore {
+    pub fn new(pool: AnyPool) -> Self {
+        Self { pool }
+    }
+
+    /// Records a definition the server lists and returns its state: the state already recorded
+    /// for this hash; `pinned` for the first definition of a tool; `quarantined` for a new
+    /// definition of a tool that already has a pinned one.
+    pub async fn observe(
+        &self,
+        server: &str,
+        tool: &str,
+        definition_hash: &str,
+        definition: &str,
+    ) -> Result<DefinitionState, DefinitionError> {
+        if let Some(state) = self.state(server, tool, definition_hash).await? {
+            return Ok(state);
+        }
+        let known = sqlx::query(
+            "SELECT COUNT(*) AS n FROM tool_definitions WHERE server = $1 AND tool = $2",
+        )
+        .bind(server)
+        .bind(tool)
+        .fetch_one(&self.pool)
+        .await?
+        .try_get::<i64, _>("n")?
+            > 0;
+        let state = if known {
+            DefinitionState::Quarantined
+        } else {
+            DefinitionState::Pinned
+        };
+        let now = now();
+        // Two replicas may see the same new definition at once; the second insert is a no-op and
+        // both read back the one state that was stored.
+        sqlx::query(
+            "INSERT INTO tool_definitions (server, tool, definition_hash, definition, state, first_seen, decided_at, decided_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6, NULL) ON CONFLICT (server, tool, definition_hash) DO NOTHING",
+        )
+        .bind(server)
+        .bind(tool)
+        .bind(definition_hash)
+        .bind(definition)
+        .bind(state.as_str())
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        let stored = self
+            .state(server, tool, definition_hash)
+            .await?
+            .unwrap_or(state);
+        let event = match stored {
+            DefinitionState::Pinned => "tool pinned on first use",
+            _ => "tool quarantined: its definition changed",
+        };
+        tracing::info!(target: "audit", event, server, tool, definition_hash, "tool definition recorded");
+        Ok(stored)
+    }
+
+    /// The recorded state of one definition.
+    pub async fn state(
+        &self,
+        server: &str,
+        tool: &str,
+        definition_hash: &str,
+    ) -> Result<Option<DefinitionState>, DefinitionError> {
+        let row = sqlx::query(
+            "SELECT state FROM tool_definitions WHERE server = $1 AND tool = $2 AND definition_hash = $3",
+        )
+        .bind(server)
+        .bind(tool)
+        .bind(definition_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            let state: String = row.try_get("state")?;
+            DefinitionState::parse(&state).ok_or(DefinitionError::BadState(state))
+        })
+        .transpose()
+    }
+
+    /// Every recorded definition, optionally only those in one state.
+    pub async fn list(
+        &self,
+        state: Option<DefinitionState>,
+    ) -> Result<Vec<Definition>, DefinitionError> {
+        let rows = match state {
+            Some(state) => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {COLUMNS} FROM tool_definitions WHERE state = $1 ORDER BY server, tool, first_seen"
+                )))
+                .bind(state.as_str())
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {COLUMNS} FROM tool_definitions ORDER BY server, tool, first_seen"
+                )))
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter().map(definition_from_row).collect()
+    }
+
+    /// The pinned and the quarantined definitions of a tool, for showing what an approval changes.
+    pub async fn pending(
+        &self,
+        server: &str,
+        tool: &str,
+    ) -> Result<(Option<Definition>, Definition), DefinitionError> {
+        let all: Vec<Definition> = self
+            .list(None)
+            .await?
+            .into_iter()
+            .filter(|d| d.server == server && d.tool == tool)
+            .collect();
+        let pinned = all
+            .iter()
+            .find(|d| d.state == DefinitionState::Pinned)
+            .cloned();
+        let candidate = all
+            .into_iter()
+            .filter(|d| d.state == DefinitionState::Quarantined)
+            .max_by_key(|d| d.first_seen)
+            .ok_or_else(|| DefinitionError::NothingToDecide {
+                server: server.to_owned(),
+                tool: tool.to_owned(),
+            })?;
+        Ok((pinned, candidate))
+    }
+
+    /// A person approves the quarantined definition of a tool: it becomes the pinned one, and the
+    /// one pinned before is superseded.
+    pub async fn approve(
+        &self,
+        server: &str,
+        tool: &str,
+        by: &str,
+    ) -> Result<Definition, DefinitionError> {
+        let (_, candidate) = self.pending(server, tool).await?;
+        let now = now();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE tool_definitions SET state = 'superseded', decided_at = $1, decided_by = $2 \
+             WHERE server = $3 AND tool = $4 AND state = 'pinned'",
+        )
+        .bind(now)
+        .bind(by)
+        .bind(server)
+        .bind(tool)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE tool_definitions SET state = 'pinned', decided_at = $1, decided_by = $2 \
+             WHERE server = $3 AND tool = $4 AND definition_hash = $5",
+        )
+        .bind(now)
+        .bind(by)
+        .bind(server)
+        .bind(tool)
+        .bind(&candidate.definition_hash)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        tracing::info!(target: "audit", event = "tool approved", server, tool, definition_hash = %candidate.definition_hash, by, "tool definition decided");
+        Ok(candidate)
+    }
+
+    /// A person rejects the quarantined definition of a tool; it stays hidden.
+    pub async fn reject(
+        &self,
+        server: &str,
+        tool: &str,
+        by: &str,
+    ) -> Result<Definition, DefinitionError> {
+        let (_, candidate) = self.pending(server, tool).await?;
+        sqlx::query(
+            "UPDATE tool_definitions SET state = 'rejected', decided_at = $1, decided_by = $2 \
+             WHERE server = $3 AND tool = $4 AND definition_hash = $5",
+        )
+        .bind(now())
+        .bind(by)
+        .bind(server)
+        .bind(tool)
+        .bind(&candidate.definition_hash)
+        .execute(&self.pool)
+        .await?;
+        tracing::info!(target: "audit", event = "tool rejected", server, tool, definition_hash = %candidate.definition_hash, by, "tool definition decided");
+        Ok(candidate)
+    }
+}
+
+fn definition_from_row(row: &sqlx::any::AnyRow) -> Result<Definition, DefinitionError> {
+    let state: String = row.try_get("state")?;
+    Ok(Definition {
+        server: row.try_get("server")?,
+        tool: row.try_get("tool")?,
+        definition_hash: row.try_get("definition_hash")?,
+        definition: row.try_get("definition")?,
+        state: DefinitionState::parse(&state).ok_or(DefinitionError::BadState(state))?,
+        first_seen: row.try_get("first_seen")?,
+        decided_at: row.try_get("decided_at")?,
+        decided_by: row.try_get("decided_by")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store(url: &str) -> DefinitionStore {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::any::AnyPoolOptions::new()
+            .max_connections(2)
+            .connect(url)
+            .await
+            .unwrap();
+        sqlx::migrate!("../gateway/migrations")
+            .run(&pool)
+            .await
+            .unwrap();
+        DefinitionStore::new(pool)
+    }
+
+    async fn rug_pull_is_quarantined(store: DefinitionStore, server: &str) {
+        use DefinitionState::*;
+        let observe = |hash: &'static str| {
+            let store = store.clone();
+            let server = server.to_owned();
+            async move {
+                store
+                    .observe(&server, "add", hash, &format!("{{\"h\":\"{hash}\"}}"))
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(observe("h1").await, Pinned);
+        assert_eq!(observe("h1").await, Pinned);
+        assert_eq!(observe("h2").await, Quarantined);
+        assert_eq!(observe("h2").await, Quarantined);
+        let (pinned, candidate) = store.pending(server, "add").await.unwrap();
+        assert_eq!(pinned.unwrap().definition_hash, "h1");
+        assert_eq!(candidate.definition_hash, "h2");
+
+        let approved = store.approve(server, "add", "alice").await.unwrap();
+        assert_eq!(approved.definition_hash, "h2");
+        assert_eq!(observe("h2").await, Pinned);
+        // The old definition does not come back silently.
+        assert_eq!(observe("h1").await, Superseded);
+        assert_eq!(observe("h3").await, Quarantined);
+        store.reject(server, "add", "bob").await.unwrap();
+        assert_eq!(observe("h3").await, Rejected);
+        assert!(matches!(
+            store.approve(server, "add", "alice").await,
+            Err(DefinitionError::NothingToDecide { .. })
+        ));
+        let quarantined = store.list(Some(Quarantined)).await.unwrap();
+        assert!(quarantined.iter().all(|d| d.server != server));
+    }
+
+    #[tokio::test]
+    async fn sqlite_rug_pull_is_quarantined() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("defs.db").display());
+        rug_pull_is_quarantined(store(&url).await, "demo").await;
+    }
+
+    #[tokio::test]
+    async fn postgres_rug_pull_is_quarantined() {
+        let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
+            eprintln!("skipped: TEST_DATABASE_URL is not set");
+            return;
+        };
+        rug_pull_is_quarantined(
+            store(&url).await,
+            &format!("defs-test-{}", std::process::id()),
+        )
+        .await;
+    }
+}
