@@ -41,7 +41,11 @@ pub struct Gateway {
 impl Gateway {
     /// Registers the configured servers and starts a supervisor for each. Returns at once: the
     /// upstreams connect in the background, and their tools appear as they do.
-    pub fn start(config: Config, launcher: Arc<dyn ProcessLauncher>) -> Arc<Self> {
+    pub fn start(
+        config: Config,
+        launcher: Arc<dyn ProcessLauncher>,
+        definitions: keys::definitions::DefinitionStore,
+    ) -> Arc<Self> {
         let naming = match (
             config.routing.pass_through,
             config.servers.iter().find(|s| s.enabled),
@@ -59,6 +63,7 @@ impl Gateway {
             naming: naming.clone(),
             changes: changes.clone(),
             connect_timeout: config.routing.connect_timeout,
+            definitions,
             health_interval: config.routing.health_interval,
             health_timeout: config.routing.health_timeout,
             shutdown: shutdown.clone(),

@@ -610,6 +610,6 @@ async fn start(path: &std::path::Path) -> anyhow::Result<(Arc<Gateway>, Store)> 
             path.display()
         );
     }
-    let gateway = Gateway::start(config, Arc::new(ChildProcessLauncher));
+    let gateway = Gateway::start(config, Arc::new(ChildProcessLauncher), store.definitions());
     Ok((gateway, store))
 }

@@ -55,12 +55,13 @@ impl Registry {
     pub fn resolve_tool(&self, name: &str) -> Option<(&Arc<Upstream>, Tool)> {
         let (server, local) = self.naming.split_name(name)?;
         let upstream = self.upstreams.get(server)?;
-        let tool = upstream
-            .catalog()
-            .tools
-            .iter()
-            .find(|t| t.name == local)?
-            .clone();
+        let catalog = upstream.catalog();
+        // A tool that is not trusted is unknown to clients, not forbidden: its existence is not
+        // revealed.
+        if !upstream.serves(&catalog, local) {
+            return None;
+        }
+        let tool = catalog.tools.iter().find(|t| t.name == local)?.clone();
         Some((upstream, tool))
     }
 
@@ -84,7 +85,11 @@ impl Registry {
 
     pub fn tools(&self, cursor: Option<&str>) -> Result<Page<Tool>, McpError> {
         self.page(cursor, |server, catalog, out| {
-            out.extend(catalog.tools.iter().map(|tool| {
+            let Some(upstream) = self.upstreams.get(server) else {
+                return;
+            };
+            let served = catalog.tools.iter().filter(|tool| upstream.serves(catalog, &tool.name));
+            out.extend(served.map(|tool| {
                 let mut tool = tool.clone();
                 tool.name = self.naming.name(server, &tool.name).into();
                 tool

@@ -83,6 +83,11 @@ impl Store {
         Ok(Self { pool })
     }
 
+    /// The tool definition store, over the same database.
+    pub fn definitions(&self) -> keys::definitions::DefinitionStore {
+        keys::definitions::DefinitionStore::new(self.pool.clone())
+    }
+
     /// The key pin store, over the same database.
     pub fn pins(&self) -> keys::pins::PinStore {
         keys::pins::PinStore::new(self.pool.clone())

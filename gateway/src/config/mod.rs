@@ -88,6 +88,16 @@ pub struct ServerSpec {
     pub sessions: SessionMode,
     pub call_timeout: Duration,
     pub enabled: bool,
+    pub verification: VerificationMode,
+}
+
+/// How a server's tool definitions are trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerificationMode {
+    /// Pin each tool's first definition; quarantine changes until a person approves them.
+    Tofu,
+    /// Serve everything; log what `Tofu` would have blocked.
+    Audit,
 }
 
 #[derive(Debug, Clone)]
@@ -423,12 +433,30 @@ pub fn validate_server(
     if call_timeout.is_zero() {
         return Err(format!("{}: must be at least 1", key("call_timeout_secs")));
     }
+    let verification = match raw.verification.as_deref() {
+        None | Some("tofu") => VerificationMode::Tofu,
+        Some("audit") => VerificationMode::Audit,
+        Some("strict") => {
+            return Err(format!(
+                "{}: `strict` needs SchemaPin signature sources, which are not supported yet; \
+                 use `tofu` or `audit`",
+                key("verification")
+            ));
+        }
+        Some(other) => {
+            return Err(format!(
+                "{}: unknown mode `{other}` (expected `tofu` or `audit`)",
+                key("verification")
+            ));
+        }
+    };
     Ok(ServerSpec {
         name: name.to_owned(),
         transport,
         sessions,
         call_timeout,
         enabled: raw.enabled.unwrap_or(true),
+        verification,
     })
 }
 

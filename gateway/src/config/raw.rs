@@ -134,4 +134,10 @@ pub struct RawServer {
     pub call_timeout_secs: Option<u64>,
     /// Set to `false` to keep the server registered but not started. Default `true`.
     pub enabled: Option<bool>,
+    /// How the server's tool definitions are trusted. `tofu` (default): the first definition of
+    /// each tool is pinned, and a later, different one is quarantined (hidden, calls refused)
+    /// until a person runs `mcp-gateway tools approve`. `audit`: every tool is served, and what
+    /// `tofu` would have blocked is logged. (`strict`, which requires SchemaPin signatures, is not
+    /// available yet.)
+    pub verification: Option<String>,
 }

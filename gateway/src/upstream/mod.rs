@@ -30,6 +30,7 @@ use rmcp::{
         StreamableHttpClientTransport, streamable_http_client::StreamableHttpClientTransportConfig,
     },
 };
+use keys::definitions::{DefinitionState, DefinitionStore};
 use secrecy::ExposeSecret;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -53,6 +54,8 @@ pub struct Catalog {
     pub templates: Vec<ResourceTemplate>,
     pub prompts: Vec<Prompt>,
     pub info: Option<ServerPeerInfo>,
+    /// The trust state of each tool's current definition, by upstream tool name.
+    pub states: std::collections::HashMap<String, DefinitionState>,
 }
 
 impl Catalog {
@@ -140,6 +143,7 @@ pub struct SupervisorContext {
     pub naming: Naming,
     pub changes: broadcast::Sender<CatalogChange>,
     pub connect_timeout: Duration,
+    pub definitions: DefinitionStore,
     pub health_interval: Option<Duration>,
     pub health_timeout: Duration,
     pub shutdown: CancellationToken,
@@ -149,6 +153,9 @@ type Connection = RunningService<RoleClient, UpstreamClient>;
 
 const BACKOFF_START: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How often tools waiting for a person's decision are looked up again.
+const DEFINITION_RECHECK: Duration = Duration::from_secs(2);
+
 /// A connection that stayed up this long resets the backoff.
 const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 
@@ -499,6 +506,7 @@ impl Upstream {
         for kind in [ListKind::Tools, ListKind::Resources, ListKind::Prompts] {
             refresh(&self.name, &peer, &mut catalog, kind).await;
         }
+        self.evaluate(&mut catalog, cx).await;
         *write(&self.catalog) = Arc::new(catalog);
         *write(&self.peer) = Some(peer.clone());
         self.set_state(UpstreamState::Ready);
@@ -526,6 +534,10 @@ impl Upstream {
         let ct = connection.cancellation_token();
         let waiting = connection.waiting();
         tokio::pin!(waiting);
+        // Approvals and rejections are made by `mcp-gateway tools ...` in another process; a tool
+        // waiting for one is looked up again on this interval.
+        let mut recheck = tokio::time::interval(DEFINITION_RECHECK);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut health = cx.health_interval.map(|period| {
             let mut interval =
                 tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -538,6 +550,17 @@ impl Upstream {
                     ct.cancel();
                     let _ = waiting.await;
                     break;
+                }
+                _ = recheck.tick() => {
+                    let current = self.catalog();
+                    if current.states.values().any(|s| *s != DefinitionState::Pinned) {
+                        let mut catalog = (*current).clone();
+                        self.evaluate(&mut catalog, cx).await;
+                        if catalog.states != current.states {
+                            *write(&self.catalog) = Arc::new(catalog);
+                            let _ = cx.changes.send(CatalogChange::of(ListKind::Tools));
+                        }
+                    }
                 }
                 _ = tick(&mut health) => {
                     if let Err(reason) = check_health(&peer, cx.health_timeout).await {
@@ -588,8 +611,53 @@ impl Upstream {
     async fn list_changed(&self, peer: &Peer<RoleClient>, kind: ListKind, cx: &SupervisorContext) {
         let mut catalog = (*self.catalog()).clone();
         refresh(&self.name, peer, &mut catalog, kind).await;
+        if kind == ListKind::Tools {
+            self.evaluate(&mut catalog, cx).await;
+        }
         *write(&self.catalog) = Arc::new(catalog);
         let _ = cx.changes.send(CatalogChange::of(kind));
+    }
+
+    /// Records each tool's definition and sets its trust state: pinned on first use, quarantined
+    /// when a known tool's definition changed. A tool whose state cannot be determined (the
+    /// database is unreachable) counts as quarantined: it is hidden, not served unchecked.
+    async fn evaluate(&self, catalog: &mut Catalog, cx: &SupervisorContext) {
+        let mut states = std::collections::HashMap::new();
+        for tool in &catalog.tools {
+            let json = serde_json::to_string(tool).unwrap_or_default();
+            let state = match verifier::definition_hash(&json) {
+                Ok(hash) => match cx.definitions.observe(&self.name, &tool.name, &hash, &json).await {
+                    Ok(state) => state,
+                    Err(e) => {
+                        tracing::warn!(server = %self.name, tool = %tool.name, error = %e, "cannot record a tool definition; hiding the tool");
+                        DefinitionState::Quarantined
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(server = %self.name, tool = %tool.name, error = %e, "cannot hash a tool definition; hiding the tool");
+                    DefinitionState::Quarantined
+                }
+            };
+            if state != DefinitionState::Pinned {
+                let served = self.spec.verification == crate::config::VerificationMode::Audit;
+                tracing::warn!(
+                    target: "audit",
+                    server = %self.name,
+                    tool = %tool.name,
+                    state = state.as_str(),
+                    served,
+                    "tool definition not pinned"
+                );
+            }
+            states.insert(tool.name.to_string(), state);
+        }
+        catalog.states = states;
+    }
+
+    /// Whether a tool of this upstream may be listed and called.
+    pub fn serves(&self, catalog: &Catalog, tool: &str) -> bool {
+        self.spec.verification == crate::config::VerificationMode::Audit
+            || catalog.states.get(tool) == Some(&DefinitionState::Pinned)
     }
 
     /// Opens the list-change subscription of a 2026-07-28 upstream.

@@ -61,7 +61,10 @@ pub(crate) async fn start_with_timeouts(timeouts: &str, extra: &str) -> TestGate
     );
     let config = Config::parse(&dir.path().join("gateway.toml"), &text, &Vars::fixed([]))
         .expect("test config is valid");
-    let gateway = Gateway::start(config, Arc::new(ChildProcessLauncher));
+    let store = gateway::store::Store::open(&config.storage.database_url)
+        .await
+        .expect("the test database opens");
+    let gateway = Gateway::start(config, Arc::new(ChildProcessLauncher), store.definitions());
     // Binding before serving means the port is known and accepting before any client connects.
     let listener = front::http::bind("127.0.0.1:0".parse().expect("address"))
         .await
