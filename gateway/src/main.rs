@@ -66,6 +66,11 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// List tool definitions and their trust state; approve or reject quarantined ones.
+    Tools {
+        #[command(subcommand)]
+        command: ToolsCommand,
+    },
     /// List, add, rotate or remove pinned SchemaPin keys.
     Pins {
         #[command(subcommand)]
@@ -112,6 +117,44 @@ enum Command {
     },
     /// Run the bundled demo MCP server over stdio.
     DemoServer,
+}
+
+#[derive(Subcommand)]
+enum ToolsCommand {
+    /// Every recorded tool definition, or those in one state.
+    List {
+        /// `pinned`, `quarantined`, `rejected` or `superseded`.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, short, default_value = "gateway.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve the quarantined definition of a tool: it is served from then on. Shows the diff
+    /// against the definition pinned before.
+    Approve {
+        server: String,
+        tool: String,
+        /// Who approves it, recorded with it.
+        #[arg(long, env = "USER", default_value = "unknown")]
+        by: String,
+        #[arg(long, short, default_value = "gateway.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reject the quarantined definition of a tool: it stays hidden.
+    Reject {
+        server: String,
+        tool: String,
+        #[arg(long, env = "USER", default_value = "unknown")]
+        by: String,
+        #[arg(long, short, default_value = "gateway.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -387,6 +430,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         },
         Command::Pins { command } => pins(command).await,
+        Command::Tools { command } => tools(command).await,
         Command::ConfigSchema => {
             println!("{}", serde_json::to_string_pretty(&config::json_schema())?);
             Ok(ExitCode::SUCCESS)
@@ -479,6 +523,102 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn tools(command: ToolsCommand) -> anyhow::Result<ExitCode> {
+    use keys::definitions::DefinitionState;
+    match command {
+        ToolsCommand::List {
+            state,
+            config,
+            json,
+        } => {
+            let state = match state.as_deref() {
+                None => None,
+                Some("pinned") => Some(DefinitionState::Pinned),
+                Some("quarantined") => Some(DefinitionState::Quarantined),
+                Some("rejected") => Some(DefinitionState::Rejected),
+                Some("superseded") => Some(DefinitionState::Superseded),
+                Some(other) => anyhow::bail!(
+                    "unknown state `{other}` (pinned, quarantined, rejected or superseded)"
+                ),
+            };
+            let store = Store::open(&Config::load(&config)?.storage.database_url).await?;
+            let definitions = store.definitions().list(state).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&definitions)?);
+            } else {
+                for d in definitions {
+                    println!(
+                        "{:<20} {:<28} {:<12} {}",
+                        d.server,
+                        d.tool,
+                        d.state.as_str(),
+                        d.definition_hash
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ToolsCommand::Approve {
+            server,
+            tool,
+            by,
+            config,
+            json,
+        } => {
+            let store = Store::open(&Config::load(&config)?.storage.database_url).await?;
+            let definitions = store.definitions();
+            let (pinned, candidate) = definitions.pending(&server, &tool).await?;
+            let diff = definition_diff(
+                pinned.as_ref().map(|p| p.definition.as_str()),
+                &candidate.definition,
+            );
+            let approved = definitions.approve(&server, &tool, &by).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "approved": approved, "replaced": pinned.map(|p| p.definition_hash), "diff": diff })
+                );
+            } else {
+                print!("{diff}");
+                println!("approved {tool} on {server}: {}", approved.definition_hash);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ToolsCommand::Reject {
+            server,
+            tool,
+            by,
+            config,
+            json,
+        } => {
+            let store = Store::open(&Config::load(&config)?.storage.database_url).await?;
+            let rejected = store.definitions().reject(&server, &tool, &by).await?;
+            if json {
+                println!("{}", serde_json::json!({ "rejected": rejected }));
+            } else {
+                println!("rejected {tool} on {server}: {}", rejected.definition_hash);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// A unified diff of two tool definitions, pretty-printed so each field is its own line.
+fn definition_diff(old: Option<&str>, new: &str) -> String {
+    let pretty = |json: &str| {
+        serde_json::from_str::<serde_json::Value>(json)
+            .and_then(|v| serde_json::to_string_pretty(&v))
+            .unwrap_or_else(|_| json.to_owned())
+            + "\n"
+    };
+    let old = old.map(pretty).unwrap_or_default();
+    let new = pretty(new);
+    similar::TextDiff::from_lines(&old, &new)
+        .unified_diff()
+        .header("pinned", "quarantined")
+        .to_string()
 }
 
 async fn pins(command: PinsCommand) -> anyhow::Result<ExitCode> {

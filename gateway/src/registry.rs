@@ -88,7 +88,10 @@ impl Registry {
             let Some(upstream) = self.upstreams.get(server) else {
                 return;
             };
-            let served = catalog.tools.iter().filter(|tool| upstream.serves(catalog, &tool.name));
+            let served = catalog
+                .tools
+                .iter()
+                .filter(|tool| upstream.serves(catalog, &tool.name));
             out.extend(served.map(|tool| {
                 let mut tool = tool.clone();
                 tool.name = self.naming.name(server, &tool.name).into();

@@ -18,6 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use keys::definitions::{DefinitionState, DefinitionStore};
 use rmcp::{
     Peer, RoleClient,
     model::{
@@ -30,7 +31,6 @@ use rmcp::{
         StreamableHttpClientTransport, streamable_http_client::StreamableHttpClientTransportConfig,
     },
 };
-use keys::definitions::{DefinitionState, DefinitionStore};
 use secrecy::ExposeSecret;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -626,7 +626,11 @@ impl Upstream {
         for tool in &catalog.tools {
             let json = serde_json::to_string(tool).unwrap_or_default();
             let state = match verifier::definition_hash(&json) {
-                Ok(hash) => match cx.definitions.observe(&self.name, &tool.name, &hash, &json).await {
+                Ok(hash) => match cx
+                    .definitions
+                    .observe(&self.name, &tool.name, &hash, &json)
+                    .await
+                {
                     Ok(state) => state,
                     Err(e) => {
                         tracing::warn!(server = %self.name, tool = %tool.name, error = %e, "cannot record a tool definition; hiding the tool");
