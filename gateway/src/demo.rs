@@ -1,8 +1,10 @@
 //! The bundled demo MCP server (`mcp-gateway demo-server`), which the embedded default config
 //! puts behind the gateway so a new user has something real to call.
 //!
-//! Its tools are small but genuine: text statistics, arithmetic, the time, hashing, and a slow
-//! countdown that reports progress and stops when cancelled.
+//! Its tools are small but genuine: text statistics, arithmetic, the time, a per-session counter,
+//! and a slow countdown that reports progress and stops when cancelled. Each tool carries a
+//! SchemaPin signature made with the published demo key (`deploy/examples/keys`), so the default
+//! config shows verification working.
 
 use std::time::Duration;
 
@@ -45,13 +47,49 @@ pub struct DemoServer {
     tool_router: ToolRouter<Self>,
     /// State that lives as long as this server session, for `tally`.
     counter: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The tool definitions, each signed with the demo key.
+    signed: std::sync::Arc<Vec<Tool>>,
+}
+
+/// The published demo key. It signs demo tools and proves nothing else.
+const DEMO_PRIVATE_KEY: &str = include_str!("../../deploy/examples/keys/demo_private.pem");
+
+use verifier::SIGNATURE_META_KEY;
+
+/// Signs each tool's definition (without `_meta`) and puts the signature in its `_meta`.
+fn sign_tools(tools: Vec<Tool>) -> Vec<Tool> {
+    let Ok(key) = verifier::signature::private_key_from_pem(DEMO_PRIVATE_KEY) else {
+        return tools;
+    };
+    tools
+        .into_iter()
+        .map(|mut tool| {
+            tool.meta = None;
+            let signature = serde_json::to_string(&tool)
+                .ok()
+                .and_then(|json| verifier::canonical::canonicalize(&json).ok())
+                .map(|canonical| {
+                    verifier::signature::sign(&verifier::signature::schema_hash(&canonical), &key)
+                });
+            if let Some(signature) = signature {
+                let mut meta = MetaObject::new();
+                meta.0
+                    .insert(SIGNATURE_META_KEY.to_owned(), signature.into());
+                tool.meta = Some(meta);
+            }
+            tool
+        })
+        .collect()
 }
 
 impl Default for DemoServer {
     fn default() -> Self {
+        let tool_router = Self::tool_router();
+        let signed = std::sync::Arc::new(sign_tools(tool_router.list_all()));
         Self {
-            tool_router: Self::tool_router(),
+            tool_router,
             counter: Default::default(),
+            signed,
         }
     }
 }
@@ -160,6 +198,14 @@ impl DemoServer {
 
 #[tool_handler]
 impl ServerHandler for DemoServer {
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        Ok(ListToolsResult::with_all_items((*self.signed).clone()))
+    }
+
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new(

@@ -44,7 +44,7 @@ impl Gateway {
     pub fn start(
         config: Config,
         launcher: Arc<dyn ProcessLauncher>,
-        definitions: keys::definitions::DefinitionStore,
+        store: &store::Store,
     ) -> Arc<Self> {
         let naming = match (
             config.routing.pass_through,
@@ -63,7 +63,8 @@ impl Gateway {
             naming: naming.clone(),
             changes: changes.clone(),
             connect_timeout: config.routing.connect_timeout,
-            definitions,
+            definitions: store.definitions(),
+            pins: store.pins(),
             health_interval: config.routing.health_interval,
             health_timeout: config.routing.health_timeout,
             shutdown: shutdown.clone(),

@@ -750,6 +750,6 @@ async fn start(path: &std::path::Path) -> anyhow::Result<(Arc<Gateway>, Store)> 
             path.display()
         );
     }
-    let gateway = Gateway::start(config, Arc::new(ChildProcessLauncher), store.definitions());
+    let gateway = Gateway::start(config, Arc::new(ChildProcessLauncher), &store);
     Ok((gateway, store))
 }

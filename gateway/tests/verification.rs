@@ -173,3 +173,115 @@ async fn a_changed_tool_is_quarantined_until_approved() {
     assert!(names.contains(&"mut__welcome".to_owned()));
     assert!(!names.contains(&"mut__greet".to_owned()));
 }
+
+fn demo_key() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/examples/keys/demo_public.pem")
+        .display()
+        .to_string()
+}
+
+async fn visible(url: &str) -> Vec<String> {
+    let (tx, _changes) = mpsc::unbounded_channel();
+    let client = Changes(tx)
+        .serve(StreamableHttpClientTransport::from_uri(url.to_owned()))
+        .await
+        .unwrap();
+    names(&client).await
+}
+
+#[tokio::test]
+async fn signed_tools_are_served_only_with_the_configured_and_pinned_key() {
+    // The demo server signs its tools with the demo key.
+    let gw = common::start(&format!(
+        "{}public_key = {:?}\n",
+        common::demo_server("signed"),
+        demo_key()
+    ))
+    .await;
+    let tools = visible(&gw.url()).await;
+    assert!(tools.contains(&"signed__echo".to_owned()), "{tools:?}");
+    let upstream = gw.gateway.registry.get("signed").unwrap().clone();
+    assert_eq!(upstream.catalog().states["echo"].state(), "verified");
+
+    // Strict with another key: nothing verifies, nothing is served.
+    let dir = tempfile::tempdir().unwrap();
+    let other = keys::material::generate_schemapin_key().unwrap();
+    let written = keys::material::write_key_pair(&other, dir.path(), "other").unwrap();
+    let gw = common::start(&format!(
+        "{}public_key = {:?}\n",
+        common::demo_server("wrongkey"),
+        written.public.display().to_string()
+    ))
+    .await;
+    assert_eq!(visible(&gw.url()).await, Vec::<String>::new());
+    let upstream = gw.gateway.registry.get("wrongkey").unwrap().clone();
+    assert_eq!(upstream.catalog().states["echo"].state(), "rejected");
+    assert!(
+        gw.gateway.all_ready(),
+        "a server whose tools are refused is still up"
+    );
+    // A signature that did not verify pinned nothing.
+    let store = gateway::store::Store::open(&gw.gateway.config.storage.database_url)
+        .await
+        .unwrap();
+    assert_eq!(store.pins().get("echo", "wrongkey").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_key_different_from_the_pinned_one_is_rejected() {
+    // Before the gateway starts, another key is pinned for `echo` of the publisher domain.
+    let dir = tempfile::tempdir().unwrap();
+    let store = gateway::store::Store::open(&common::database_url(dir.path()))
+        .await
+        .unwrap();
+    let other = keys::material::generate_schemapin_key().unwrap();
+    let hash = verifier::signature::schema_hash("{}");
+    let proof = verifier::signature::verify_proof(
+        &hash,
+        &verifier::signature::sign(&hash, &other),
+        other.verifying_key(),
+        false,
+    )
+    .unwrap();
+    store
+        .pins()
+        .set("echo", "tools.example", &proof, "alice")
+        .await
+        .unwrap();
+
+    let gw = common::start_in(
+        dir,
+        "call_secs = 5",
+        &format!(
+            "{}public_key = {:?}\ndomain = \"tools.example\"\n",
+            common::demo_server("swapped"),
+            demo_key()
+        ),
+    )
+    .await;
+    let tools = visible(&gw.url()).await;
+    // The demo key verifies every signature, but `echo` is pinned to another key.
+    assert!(!tools.contains(&"swapped__echo".to_owned()), "{tools:?}");
+    assert!(tools.contains(&"swapped__add".to_owned()), "{tools:?}");
+    let upstream = gw.gateway.registry.get("swapped").unwrap().clone();
+    let echo = upstream.catalog().states["echo"].clone();
+    assert_eq!(echo.state(), "rejected");
+    assert!(format!("{:?}", echo.signature).contains("is pinned for this tool"));
+    // The pinned key is still the one a person chose.
+    let pin = store
+        .pins()
+        .get("echo", "tools.example")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(pin.fingerprint, proof.fingerprint());
+}
+
+#[tokio::test]
+async fn a_signed_tool_without_a_configured_key_is_trusted_on_first_use() {
+    let gw = common::start(&common::demo_server("nokey")).await;
+    let upstream = gw.gateway.registry.get("nokey").unwrap().clone();
+    assert_eq!(upstream.catalog().states["echo"].state(), "pinned");
+    assert!(visible(&gw.url()).await.contains(&"nokey__echo".to_owned()));
+}

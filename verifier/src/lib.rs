@@ -9,6 +9,10 @@ pub mod signature;
 
 use crate::canonical::JsonError;
 
+/// Where a tool's SchemaPin signature travels in MCP: the tool's `_meta`, under this key. The
+/// signature covers the canonical JSON of the tool definition without its `_meta`.
+pub const SIGNATURE_META_KEY: &str = "io.schemapin/signature";
+
 /// The members of a tool definition that a client sees, and so that a pinned definition covers:
 /// any change to one of them is a changed tool.
 pub const DEFINITION_MEMBERS: [&str; 6] = [

@@ -89,11 +89,17 @@ pub struct ServerSpec {
     pub call_timeout: Duration,
     pub enabled: bool,
     pub verification: VerificationMode,
+    /// The key this server's tools must be signed with, if one is configured.
+    pub public_key: Option<p256::ecdsa::VerifyingKey>,
+    /// The publisher's domain, under which its key is pinned.
+    pub domain: String,
 }
 
 /// How a server's tool definitions are trusted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VerificationMode {
+    /// Serve only tools with a valid signature by the configured key.
+    Strict,
     /// Pin each tool's first definition; quarantine changes until a person approves them.
     Tofu,
     /// Serve everything; log what `Tofu` would have blocked.
@@ -433,19 +439,32 @@ pub fn validate_server(
     if call_timeout.is_zero() {
         return Err(format!("{}: must be at least 1", key("call_timeout_secs")));
     }
+    let public_key = raw
+        .public_key
+        .as_deref()
+        .map(|path| {
+            let path = base.join(interp("public_key", path)?);
+            let pem = std::fs::read_to_string(&path).map_err(|e| {
+                format!("{}: cannot read {}: {e}", key("public_key"), path.display())
+            })?;
+            verifier::signature::public_key_from_pem(&pem)
+                .map_err(|e| format!("{}: {}: {e}", key("public_key"), path.display()))
+        })
+        .transpose()?;
     let verification = match raw.verification.as_deref() {
+        None if public_key.is_some() => VerificationMode::Strict,
         None | Some("tofu") => VerificationMode::Tofu,
         Some("audit") => VerificationMode::Audit,
+        Some("strict") if public_key.is_some() => VerificationMode::Strict,
         Some("strict") => {
             return Err(format!(
-                "{}: `strict` needs SchemaPin signature sources, which are not supported yet; \
-                 use `tofu` or `audit`",
+                "{}: `strict` needs `public_key` (key discovery through `domain` is not supported yet)",
                 key("verification")
             ));
         }
         Some(other) => {
             return Err(format!(
-                "{}: unknown mode `{other}` (expected `tofu` or `audit`)",
+                "{}: unknown mode `{other}` (expected `strict`, `tofu` or `audit`)",
                 key("verification")
             ));
         }
@@ -457,6 +476,8 @@ pub fn validate_server(
         call_timeout,
         enabled: raw.enabled.unwrap_or(true),
         verification,
+        public_key,
+        domain: raw.domain.clone().unwrap_or_else(|| name.to_owned()),
     })
 }
 

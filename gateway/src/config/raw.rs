@@ -134,10 +134,20 @@ pub struct RawServer {
     pub call_timeout_secs: Option<u64>,
     /// Set to `false` to keep the server registered but not started. Default `true`.
     pub enabled: Option<bool>,
-    /// How the server's tool definitions are trusted. `tofu` (default): the first definition of
-    /// each tool is pinned, and a later, different one is quarantined (hidden, calls refused)
-    /// until a person runs `mcp-gateway tools approve`. `audit`: every tool is served, and what
-    /// `tofu` would have blocked is logged. (`strict`, which requires SchemaPin signatures, is not
-    /// available yet.)
+    /// How the server's tools are trusted.
+    /// - `strict` (the default when `public_key` is set): a tool is served only with a valid
+    ///   SchemaPin signature (in its `_meta`, key `io.schemapin/signature`) by that key, which is
+    ///   then pinned for the tool and `domain`.
+    /// - `tofu` (the default otherwise): a signature, if present, must be valid; unsigned tools
+    ///   are trusted on first use.
+    /// - `audit`: every tool is served, and what the others would have blocked is logged.
+    ///
+    /// In every mode but `audit`, a tool whose definition changed after it was first seen is
+    /// quarantined (hidden, calls refused) until a person runs `mcp-gateway tools approve`.
     pub verification: Option<String>,
+    /// PEM file of the SchemaPin public key this server's tools are signed with. Relative paths
+    /// are resolved against this file's directory.
+    pub public_key: Option<String>,
+    /// The publisher's domain: where its key is pinned. Default: the server's name.
+    pub domain: Option<String>,
 }

@@ -55,12 +55,46 @@ pub struct Catalog {
     pub prompts: Vec<Prompt>,
     pub info: Option<ServerPeerInfo>,
     /// The trust state of each tool's current definition, by upstream tool name.
-    pub states: std::collections::HashMap<String, DefinitionState>,
+    pub states: std::collections::HashMap<String, ToolTrust>,
 }
 
 impl Catalog {
     pub fn capabilities(&self) -> Option<&ServerCapabilities> {
         self.info.as_ref().map(|i| &i.capabilities)
+    }
+}
+
+/// What the gateway concluded about one tool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolTrust {
+    /// Trust on first use of the definition.
+    pub definition: DefinitionState,
+    pub signature: SignatureCheck,
+}
+
+/// The outcome of checking a tool's SchemaPin signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignatureCheck {
+    /// Signed by the configured key, which is (now) pinned for the tool.
+    Verified,
+    /// No signature in the tool's `_meta`.
+    Unsigned,
+    /// Signed, but no key is configured to check it with.
+    NoKey,
+    /// The signature does not verify, or a different key is pinned for the tool.
+    Rejected(String),
+}
+
+impl ToolTrust {
+    /// The state as the design names it: verified, pinned, quarantined, rejected or unsigned.
+    pub fn state(&self) -> &'static str {
+        match (&self.signature, self.definition) {
+            (SignatureCheck::Rejected(_), _) => "rejected",
+            (_, DefinitionState::Quarantined) => "quarantined",
+            (_, DefinitionState::Rejected | DefinitionState::Superseded) => "rejected",
+            (SignatureCheck::Verified, DefinitionState::Pinned) => "verified",
+            (_, DefinitionState::Pinned) => "pinned",
+        }
     }
 }
 
@@ -144,6 +178,7 @@ pub struct SupervisorContext {
     pub changes: broadcast::Sender<CatalogChange>,
     pub connect_timeout: Duration,
     pub definitions: DefinitionStore,
+    pub pins: keys::pins::PinStore,
     pub health_interval: Option<Duration>,
     pub health_timeout: Duration,
     pub shutdown: CancellationToken,
@@ -553,7 +588,7 @@ impl Upstream {
                 }
                 _ = recheck.tick() => {
                     let current = self.catalog();
-                    if current.states.values().any(|s| *s != DefinitionState::Pinned) {
+                    if current.states.values().any(|s| s.definition != DefinitionState::Pinned) {
                         let mut catalog = (*current).clone();
                         self.evaluate(&mut catalog, cx).await;
                         if catalog.states != current.states {
@@ -618,14 +653,19 @@ impl Upstream {
         let _ = cx.changes.send(CatalogChange::of(kind));
     }
 
-    /// Records each tool's definition and sets its trust state: pinned on first use, quarantined
-    /// when a known tool's definition changed. A tool whose state cannot be determined (the
-    /// database is unreachable) counts as quarantined: it is hidden, not served unchecked.
+    /// Decides how far each tool is trusted:
+    /// - its definition is recorded, pinned on first use, or quarantined when a known tool's
+    ///   definition changed;
+    /// - its signature, if any, is checked against the configured key, and that key is pinned
+    ///   for the tool and the server's domain after it verifies.
+    ///
+    /// Anything that cannot be determined (the database is unreachable) counts against the tool:
+    /// it is hidden, not served unchecked.
     async fn evaluate(&self, catalog: &mut Catalog, cx: &SupervisorContext) {
         let mut states = std::collections::HashMap::new();
         for tool in &catalog.tools {
             let json = serde_json::to_string(tool).unwrap_or_default();
-            let state = match verifier::definition_hash(&json) {
+            let definition = match verifier::definition_hash(&json) {
                 Ok(hash) => match cx
                     .definitions
                     .observe(&self.name, &tool.name, &hash, &json)
@@ -642,26 +682,95 @@ impl Upstream {
                     DefinitionState::Quarantined
                 }
             };
-            if state != DefinitionState::Pinned {
+            let signature = self.check_signature(tool, cx).await;
+            let trust = ToolTrust {
+                definition,
+                signature,
+            };
+            if !self.trusted(&trust) {
                 let served = self.spec.verification == crate::config::VerificationMode::Audit;
                 tracing::warn!(
                     target: "audit",
                     server = %self.name,
                     tool = %tool.name,
-                    state = state.as_str(),
+                    state = trust.state(),
+                    signature = ?trust.signature,
                     served,
-                    "tool definition not pinned"
+                    "tool not trusted"
                 );
             }
-            states.insert(tool.name.to_string(), state);
+            states.insert(tool.name.to_string(), trust);
         }
         catalog.states = states;
+    }
+
+    async fn check_signature(&self, tool: &Tool, cx: &SupervisorContext) -> SignatureCheck {
+        let Some(signature) = tool
+            .meta
+            .as_ref()
+            .and_then(|meta| meta.0.get(verifier::SIGNATURE_META_KEY))
+            .and_then(|value| value.as_str())
+        else {
+            return SignatureCheck::Unsigned;
+        };
+        let Some(key) = &self.spec.public_key else {
+            return SignatureCheck::NoKey;
+        };
+        // The signature covers the definition without its `_meta` (where it travels).
+        let mut unsigned = tool.clone();
+        unsigned.meta = None;
+        let canonical = match serde_json::to_string(&unsigned)
+            .map_err(|e| e.to_string())
+            .and_then(|json| verifier::canonical::canonicalize(&json).map_err(|e| e.to_string()))
+        {
+            Ok(canonical) => canonical,
+            Err(e) => return SignatureCheck::Rejected(format!("cannot canonicalize: {e}")),
+        };
+        let hash = verifier::signature::schema_hash(&canonical);
+        let verified = match verifier::signature::verify_proof(&hash, signature, key, false) {
+            Ok(verified) => verified,
+            Err(e) => return SignatureCheck::Rejected(e.to_string()),
+        };
+        match cx
+            .pins
+            .check_and_pin(&tool.name, &self.spec.domain, &verified)
+            .await
+        {
+            Ok(keys::pins::PinOutcome::PinnedNew | keys::pins::PinOutcome::Matches) => {
+                SignatureCheck::Verified
+            }
+            Ok(keys::pins::PinOutcome::Mismatch { pinned_fingerprint }) => {
+                SignatureCheck::Rejected(format!(
+                    "signed by {}, but {pinned_fingerprint} is pinned for this tool",
+                    verified.fingerprint()
+                ))
+            }
+            Err(e) => SignatureCheck::Rejected(format!("cannot check the key pin: {e}")),
+        }
+    }
+
+    /// Whether the mode of this server trusts a tool in this state.
+    fn trusted(&self, trust: &ToolTrust) -> bool {
+        use crate::config::VerificationMode;
+        let definition_ok = trust.definition == DefinitionState::Pinned;
+        match self.spec.verification {
+            VerificationMode::Audit => true,
+            VerificationMode::Strict => {
+                definition_ok && trust.signature == SignatureCheck::Verified
+            }
+            VerificationMode::Tofu => {
+                definition_ok && !matches!(trust.signature, SignatureCheck::Rejected(_))
+            }
+        }
     }
 
     /// Whether a tool of this upstream may be listed and called.
     pub fn serves(&self, catalog: &Catalog, tool: &str) -> bool {
         self.spec.verification == crate::config::VerificationMode::Audit
-            || catalog.states.get(tool) == Some(&DefinitionState::Pinned)
+            || catalog
+                .states
+                .get(tool)
+                .is_some_and(|trust| self.trusted(trust))
     }
 
     /// Opens the list-change subscription of a 2026-07-28 upstream.

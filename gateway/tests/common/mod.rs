@@ -53,8 +53,17 @@ pub(crate) async fn start(extra: &str) -> TestGateway {
 
 /// Like [`start`], with the `[timeouts]` table given.
 pub(crate) async fn start_with_timeouts(timeouts: &str, extra: &str) -> TestGateway {
+    start_in(tempfile::tempdir().expect("tempdir"), timeouts, extra).await
+}
+
+/// The database URL of a gateway started in `dir` by [`start_in`].
+pub(crate) fn database_url(dir: &std::path::Path) -> String {
+    format!("sqlite://{}", dir.join("gateway.db").display())
+}
+
+/// Like [`start_with_timeouts`], keeping its state in `dir` (which may hold state already).
+pub(crate) async fn start_in(dir: tempfile::TempDir, timeouts: &str, extra: &str) -> TestGateway {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = tempfile::tempdir().expect("tempdir");
     let text = format!(
         "[storage]\ndata_dir = \"{}\"\n[timeouts]\n{timeouts}\n{extra}",
         dir.path().display()
@@ -64,7 +73,7 @@ pub(crate) async fn start_with_timeouts(timeouts: &str, extra: &str) -> TestGate
     let store = gateway::store::Store::open(&config.storage.database_url)
         .await
         .expect("the test database opens");
-    let gateway = Gateway::start(config, Arc::new(ChildProcessLauncher), store.definitions());
+    let gateway = Gateway::start(config, Arc::new(ChildProcessLauncher), &store);
     // Binding before serving means the port is known and accepting before any client connects.
     let listener = front::http::bind("127.0.0.1:0".parse().expect("address"))
         .await
