@@ -65,6 +65,12 @@ impl Gateway {
             connect_timeout: config.routing.connect_timeout,
             definitions: store.definitions(),
             pins: store.pins(),
+            discovery: keys::discovery::DiscoveryClient::new(
+                config.trust.discovery_timeout,
+                config.trust.allow_http_loopback_discovery,
+            )
+            .map_err(|e| tracing::error!(error = %e, "cannot build the key discovery client"))
+            .ok(),
             health_interval: config.routing.health_interval,
             health_timeout: config.routing.health_timeout,
             shutdown: shutdown.clone(),

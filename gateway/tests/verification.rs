@@ -285,3 +285,83 @@ async fn a_signed_tool_without_a_configured_key_is_trusted_on_first_use() {
     assert_eq!(upstream.catalog().states["echo"].state(), "pinned");
     assert!(visible(&gw.url()).await.contains(&"nokey__echo".to_owned()));
 }
+
+/// Serves `.well-known/schemapin.json` (and `/revocations`) on loopback; returns the base URL.
+async fn key_server(
+    document: impl Fn(&str) -> serde_json::Value,
+    revocations: axum::http::StatusCode,
+) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let document = document(&base).to_string();
+    let router = axum::Router::new()
+        .route(
+            "/.well-known/schemapin.json",
+            axum::routing::get(move || async move { document }),
+        )
+        .route(
+            "/revocations",
+            axum::routing::get(move || async move { revocations }),
+        );
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    base
+}
+
+fn demo_fingerprint() -> String {
+    let pem = std::fs::read_to_string(demo_key()).unwrap();
+    verifier::signature::fingerprint(&verifier::signature::public_key_from_pem(&pem).unwrap())
+        .unwrap()
+}
+
+async fn echo_state_with_domain(base: &str) -> (String, String) {
+    let gw = common::start(&format!(
+        "[trust]\nallow_http_loopback_discovery = true\n{}domain = {base:?}\n",
+        common::demo_server("published"),
+    ))
+    .await;
+    let upstream = gw.gateway.registry.get("published").unwrap().clone();
+    let trust = upstream.catalog().states["echo"].clone();
+    (trust.state().to_owned(), format!("{:?}", trust.signature))
+}
+
+#[tokio::test]
+async fn keys_are_discovered_from_the_publisher_domain_and_revocation_fails_closed() {
+    let pem = std::fs::read_to_string(demo_key()).unwrap();
+    let document = |revoked: Vec<String>, endpoint: bool| {
+        let pem = pem.clone();
+        move |base: &str| {
+            let mut doc = serde_json::json!({
+                "schema_version": "1.2",
+                "public_key_pem": pem,
+                "revoked_keys": revoked,
+            });
+            if endpoint {
+                doc["revocation_endpoint"] = format!("{base}/revocations").into();
+            }
+            doc
+        }
+    };
+    // The domain publishes the demo key: verified.
+    let base = key_server(document(vec![], false), axum::http::StatusCode::OK).await;
+    assert_eq!(echo_state_with_domain(&base).await.0, "verified");
+
+    // The domain revokes it: rejected.
+    let base = key_server(
+        document(vec![demo_fingerprint()], false),
+        axum::http::StatusCode::OK,
+    )
+    .await;
+    let (state, why) = echo_state_with_domain(&base).await;
+    assert_eq!(state, "rejected");
+    assert!(why.contains("is revoked"), "{why}");
+
+    // The domain's revocation list cannot be read: rejected, not assumed fine.
+    let base = key_server(
+        document(vec![], true),
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+    )
+    .await;
+    let (state, why) = echo_state_with_domain(&base).await;
+    assert_eq!(state, "rejected");
+    assert!(why.contains("revocation cannot be checked"), "{why}");
+}

@@ -49,7 +49,15 @@ pub struct Config {
     pub listen: ListenConfig,
     pub storage: StorageConfig,
     pub routing: RoutingConfig,
+    pub trust: TrustConfig,
     pub servers: Vec<ServerSpec>,
+}
+
+/// How publisher keys are found.
+#[derive(Debug, Clone)]
+pub struct TrustConfig {
+    pub allow_http_loopback_discovery: bool,
+    pub discovery_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -93,6 +101,8 @@ pub struct ServerSpec {
     pub public_key: Option<p256::ecdsa::VerifyingKey>,
     /// The publisher's domain, under which its key is pinned.
     pub domain: String,
+    /// Whether the key is discovered from the domain's `.well-known/schemapin.json`.
+    pub discover: bool,
 }
 
 /// How a server's tool definitions are trusted.
@@ -275,6 +285,15 @@ impl Config {
                     raw.timeouts.health_timeout_secs.unwrap_or(5).max(1),
                 ),
             },
+            trust: TrustConfig {
+                allow_http_loopback_discovery: raw
+                    .trust
+                    .allow_http_loopback_discovery
+                    .unwrap_or(false),
+                discovery_timeout: Duration::from_secs(
+                    raw.trust.discovery_timeout_secs.unwrap_or(10).max(1),
+                ),
+            },
             servers,
         })
     }
@@ -451,14 +470,15 @@ pub fn validate_server(
                 .map_err(|e| format!("{}: {}: {e}", key("public_key"), path.display()))
         })
         .transpose()?;
+    let discover = raw.domain.is_some() && public_key.is_none();
     let verification = match raw.verification.as_deref() {
-        None if public_key.is_some() => VerificationMode::Strict,
+        None if public_key.is_some() || discover => VerificationMode::Strict,
         None | Some("tofu") => VerificationMode::Tofu,
         Some("audit") => VerificationMode::Audit,
-        Some("strict") if public_key.is_some() => VerificationMode::Strict,
+        Some("strict") if public_key.is_some() || discover => VerificationMode::Strict,
         Some("strict") => {
             return Err(format!(
-                "{}: `strict` needs `public_key` (key discovery through `domain` is not supported yet)",
+                "{}: `strict` needs a key: set `public_key`, or `domain` to discover it",
                 key("verification")
             ));
         }
@@ -477,7 +497,11 @@ pub fn validate_server(
         enabled: raw.enabled.unwrap_or(true),
         verification,
         public_key,
-        domain: raw.domain.clone().unwrap_or_else(|| name.to_owned()),
+        domain: match &raw.domain {
+            Some(domain) => interp("domain", domain)?,
+            None => name.to_owned(),
+        },
+        discover,
     })
 }
 

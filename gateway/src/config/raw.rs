@@ -26,6 +26,9 @@ pub struct RawConfig {
     /// Time limits applied to upstreams.
     #[serde(default)]
     pub timeouts: RawTimeouts,
+    /// How publisher keys are found.
+    #[serde(default)]
+    pub trust: RawTrust,
     /// Files in the `mcpServers` JSON format of Claude Desktop, Cursor and VS Code whose servers are
     /// registered as if they were written under `[servers]`. Relative paths are resolved against
     /// the directory of this file.
@@ -84,6 +87,18 @@ pub struct RawRouting {
     pub pass_through: Option<bool>,
     /// Items per page of the gateway's own list results. Default 100.
     pub page_size: Option<usize>,
+}
+
+/// How publisher keys are found.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrust {
+    /// Allow `.well-known/schemapin.json` discovery over plain `http://` when the `domain` is a
+    /// loopback URL (`http://127.0.0.1:PORT`). For tests and local key servers only. Default
+    /// `false`: discovery is HTTPS only.
+    pub allow_http_loopback_discovery: Option<bool>,
+    /// Longest time a discovery or revocation request may take, in seconds. Default 10.
+    pub discovery_timeout_secs: Option<u64>,
 }
 
 /// Time limits applied to upstreams.
@@ -148,6 +163,9 @@ pub struct RawServer {
     /// PEM file of the SchemaPin public key this server's tools are signed with. Relative paths
     /// are resolved against this file's directory.
     pub public_key: Option<String>,
-    /// The publisher's domain: where its key is pinned. Default: the server's name.
+    /// The publisher's domain (`example.com`, or an `https://` URL). Its key is pinned under this
+    /// name. Without `public_key`, the key is fetched from its `.well-known/schemapin.json`,
+    /// and the keys it revokes (there or at its `revocation_endpoint`) are refused; if revocation
+    /// cannot be read, signed tools are refused. Default: the server's name, with no discovery.
     pub domain: Option<String>,
 }

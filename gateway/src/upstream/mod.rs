@@ -98,6 +98,19 @@ impl ToolTrust {
     }
 }
 
+/// The key a server's signatures are checked with, for one evaluation of its catalog.
+enum PublisherKey {
+    /// No key configured or discoverable: signed tools are `NoKey`.
+    None,
+    Known {
+        key: p256::ecdsa::VerifyingKey,
+        /// Revoked fingerprints.
+        revoked: std::collections::BTreeSet<String>,
+    },
+    /// Discovery or revocation failed: signed tools are refused with this reason.
+    Unavailable(String),
+}
+
 /// The connection state of an upstream, as shown in status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpstreamState {
@@ -179,6 +192,9 @@ pub struct SupervisorContext {
     pub connect_timeout: Duration,
     pub definitions: DefinitionStore,
     pub pins: keys::pins::PinStore,
+    /// Fetches `.well-known/schemapin.json`; `None` if the HTTP client could not be built, in
+    /// which case servers that need discovery have their signed tools refused.
+    pub discovery: Option<keys::discovery::DiscoveryClient>,
     pub health_interval: Option<Duration>,
     pub health_timeout: Duration,
     pub shutdown: CancellationToken,
@@ -662,6 +678,7 @@ impl Upstream {
     /// Anything that cannot be determined (the database is unreachable) counts against the tool:
     /// it is hidden, not served unchecked.
     async fn evaluate(&self, catalog: &mut Catalog, cx: &SupervisorContext) {
+        let publisher = self.publisher_key(cx).await;
         let mut states = std::collections::HashMap::new();
         for tool in &catalog.tools {
             let json = serde_json::to_string(tool).unwrap_or_default();
@@ -682,7 +699,7 @@ impl Upstream {
                     DefinitionState::Quarantined
                 }
             };
-            let signature = self.check_signature(tool, cx).await;
+            let signature = self.check_signature(tool, &publisher, cx).await;
             let trust = ToolTrust {
                 definition,
                 signature,
@@ -704,7 +721,43 @@ impl Upstream {
         catalog.states = states;
     }
 
-    async fn check_signature(&self, tool: &Tool, cx: &SupervisorContext) -> SignatureCheck {
+    /// The key this server's tools must be signed with: the configured one, or the one its
+    /// domain publishes, with the keys the domain revoked.
+    async fn publisher_key(&self, cx: &SupervisorContext) -> PublisherKey {
+        if let Some(key) = self.spec.public_key {
+            return PublisherKey::Known {
+                key,
+                revoked: Default::default(),
+            };
+        }
+        if !self.spec.discover {
+            return PublisherKey::None;
+        }
+        let Some(discovery) = &cx.discovery else {
+            return PublisherKey::Unavailable("no HTTP client for key discovery".to_owned());
+        };
+        let document = match discovery.discover(&self.spec.domain).await {
+            Ok(document) => document,
+            Err(e) => return PublisherKey::Unavailable(format!("key discovery failed: {e}")),
+        };
+        let key = match verifier::signature::public_key_from_pem(&document.public_key_pem) {
+            Ok(key) => key,
+            Err(e) => return PublisherKey::Unavailable(format!("discovered key: {e}")),
+        };
+        match discovery.revoked_keys(&document).await {
+            Ok(revoked) => PublisherKey::Known { key, revoked },
+            // Fail closed: a publisher that keeps a revocation list it cannot serve may have
+            // revoked this very key.
+            Err(e) => PublisherKey::Unavailable(format!("revocation cannot be checked: {e}")),
+        }
+    }
+
+    async fn check_signature(
+        &self,
+        tool: &Tool,
+        publisher: &PublisherKey,
+        cx: &SupervisorContext,
+    ) -> SignatureCheck {
         let Some(signature) = tool
             .meta
             .as_ref()
@@ -713,8 +766,10 @@ impl Upstream {
         else {
             return SignatureCheck::Unsigned;
         };
-        let Some(key) = &self.spec.public_key else {
-            return SignatureCheck::NoKey;
+        let (key, revoked) = match publisher {
+            PublisherKey::Known { key, revoked } => (key, revoked),
+            PublisherKey::None => return SignatureCheck::NoKey,
+            PublisherKey::Unavailable(reason) => return SignatureCheck::Rejected(reason.clone()),
         };
         // The signature covers the definition without its `_meta` (where it travels).
         let mut unsigned = tool.clone();
@@ -731,6 +786,13 @@ impl Upstream {
             Ok(verified) => verified,
             Err(e) => return SignatureCheck::Rejected(e.to_string()),
         };
+        if revoked.contains(verified.fingerprint()) {
+            return SignatureCheck::Rejected(format!(
+                "key {} is revoked by {}",
+                verified.fingerprint(),
+                self.spec.domain
+            ));
+        }
         match cx
             .pins
             .check_and_pin(&tool.name, &self.spec.domain, &verified)
