@@ -144,6 +144,14 @@ enum ToolsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print the latest definition a server listed for a tool, without `_meta`: the schema to
+    /// sign (`mcp-gateway sign`) for a signed-tools manifest.
+    Export {
+        server: String,
+        tool: String,
+        #[arg(long, short, default_value = "gateway.toml")]
+        config: PathBuf,
+    },
     /// Reject the quarantined definition of a tool: it stays hidden.
     Reject {
         server: String,
@@ -584,6 +592,29 @@ async fn tools(command: ToolsCommand) -> anyhow::Result<ExitCode> {
                 print!("{diff}");
                 println!("approved {tool} on {server}: {}", approved.definition_hash);
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        ToolsCommand::Export {
+            server,
+            tool,
+            config,
+        } => {
+            let store = Store::open(&Config::load(&config)?.storage.database_url).await?;
+            let latest = store
+                .definitions()
+                .list(None)
+                .await?
+                .into_iter()
+                .filter(|d| d.server == server && d.tool == tool)
+                .max_by_key(|d| d.first_seen)
+                .ok_or_else(|| {
+                    anyhow::anyhow!("no definition of {tool} on {server} has been seen")
+                })?;
+            let mut definition: serde_json::Value = serde_json::from_str(&latest.definition)?;
+            if let Some(object) = definition.as_object_mut() {
+                object.remove("_meta");
+            }
+            println!("{}", serde_json::to_string_pretty(&definition)?);
             Ok(ExitCode::SUCCESS)
         }
         ToolsCommand::Reject {

@@ -365,3 +365,103 @@ async fn keys_are_discovered_from_the_publisher_domain_and_revocation_fails_clos
     assert_eq!(state, "rejected");
     assert!(why.contains("revocation cannot be checked"), "{why}");
 }
+
+fn cli(args: &[&str], dir: &Path) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-gateway"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn a_security_team_signs_a_third_party_server_with_a_manifest() {
+    let team = tempfile::tempdir().unwrap();
+    let t = team.path();
+    std::fs::write(
+        t.join("tool.def.json"),
+        serde_json::json!({"name": "greet", "description": "Greets someone.", "read_only": true})
+            .to_string(),
+    )
+    .unwrap();
+    let server = |extra: &str| {
+        format!(
+            "[servers.third]\ncommand = {:?}\nargs = [{:?}, {:?}]\n{extra}",
+            python().display().to_string(),
+            mutable_server().display().to_string(),
+            t.join("tool.def.json").display().to_string(),
+        )
+    };
+
+    // The gateway has seen the third-party server (trust on first use, unsigned).
+    let seen = common::start(&server("")).await;
+    assert_eq!(
+        seen.gateway.registry.get("third").unwrap().catalog().states["greet"].state(),
+        "pinned"
+    );
+    // The team exports the definition it saw, signs it with its own key, and writes a manifest.
+    std::fs::write(
+        t.join("team.toml"),
+        format!(
+            "[storage]\ndatabase_url = {:?}\n",
+            seen.gateway.config.storage.database_url
+        ),
+    )
+    .unwrap();
+    let definition = cli(
+        &["tools", "export", "third", "greet", "--config", "team.toml"],
+        t,
+    );
+    std::fs::write(t.join("greet.json"), &definition).unwrap();
+    cli(&["keys", "generate", "--prefix", "team"], t);
+    let signed = cli(
+        &[
+            "sign",
+            "--key",
+            "team_private.pem",
+            "--schema",
+            "greet.json",
+        ],
+        t,
+    );
+    std::fs::write(t.join("manifest.json"), format!("[{signed}]")).unwrap();
+    std::fs::write(
+        t.join("tampered.json"),
+        format!("[{}]", signed.replace("Greets someone.", "Greets anyone.")),
+    )
+    .unwrap();
+    drop(seen);
+
+    // Strict with the team's key and manifest: the unsigned third-party tool is verified.
+    let key = t.join("team_public.pem").display().to_string();
+    let gw = common::start(&server(&format!(
+        "public_key = {key:?}\nsigned_tools = {:?}\n",
+        t.join("manifest.json").display().to_string()
+    )))
+    .await;
+    assert_eq!(
+        gw.gateway.registry.get("third").unwrap().catalog().states["greet"].state(),
+        "verified"
+    );
+    assert!(
+        visible(&gw.url())
+            .await
+            .contains(&"third__greet".to_owned())
+    );
+
+    // A manifest whose schema is not what the server lists does not vouch for it.
+    let gw = common::start(&server(&format!(
+        "public_key = {key:?}\nsigned_tools = {:?}\n",
+        t.join("tampered.json").display().to_string()
+    )))
+    .await;
+    let trust = gw.gateway.registry.get("third").unwrap().catalog().states["greet"].clone();
+    assert_eq!(trust.state(), "rejected");
+    assert!(visible(&gw.url()).await.is_empty());
+}

@@ -103,6 +103,45 @@ pub struct ServerSpec {
     pub domain: String,
     /// Whether the key is discovered from the domain's `.well-known/schemapin.json`.
     pub discover: bool,
+    /// Signatures for tools the server does not sign itself, by tool name.
+    pub signed_tools: BTreeMap<String, SignedTool>,
+}
+
+/// One entry of a signed-tools manifest.
+#[derive(Debug, Clone)]
+pub struct SignedTool {
+    /// The canonical JSON of the signed definition.
+    pub canonical: String,
+    pub signature: String,
+}
+
+/// Reads a signed-tools manifest: a JSON array of `{"schema", "signature", ...}` documents.
+fn read_manifest(path: &Path) -> Result<BTreeMap<String, SignedTool>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&text)
+        .map_err(|e| format!("not a JSON array of signed schemas: {e}"))?;
+    let mut tools = BTreeMap::new();
+    for (i, entry) in entries.iter().enumerate() {
+        // The schema is canonicalized from its own text, so its numbers keep SchemaPin's meaning.
+        let entry_text = entry.to_string();
+        let canonical = verifier::canonical::canonicalize_member(&entry_text, "schema")
+            .map_err(|e| format!("entry {i}: {e}"))?
+            .ok_or_else(|| format!("entry {i}: no `schema`"))?;
+        let name = entry["schema"]["name"]
+            .as_str()
+            .ok_or_else(|| format!("entry {i}: the schema has no `name`"))?;
+        let signature = entry["signature"]
+            .as_str()
+            .ok_or_else(|| format!("entry {i}: no `signature` string"))?;
+        tools.insert(
+            name.to_owned(),
+            SignedTool {
+                canonical,
+                signature: signature.to_owned(),
+            },
+        );
+    }
+    Ok(tools)
 }
 
 /// How a server's tool definitions are trusted.
@@ -471,6 +510,20 @@ pub fn validate_server(
         })
         .transpose()?;
     let discover = raw.domain.is_some() && public_key.is_none();
+    let signed_tools = match raw.signed_tools.as_deref() {
+        None => BTreeMap::new(),
+        Some(path) => {
+            if public_key.is_none() && !discover {
+                return Err(format!(
+                    "{}: a manifest needs the key it is signed with: set `public_key` or `domain`",
+                    key("signed_tools")
+                ));
+            }
+            let path = base.join(interp("signed_tools", path)?);
+            read_manifest(&path)
+                .map_err(|e| format!("{}: {}: {e}", key("signed_tools"), path.display()))?
+        }
+    };
     let verification = match raw.verification.as_deref() {
         None if public_key.is_some() || discover => VerificationMode::Strict,
         None | Some("tofu") => VerificationMode::Tofu,
@@ -502,6 +555,7 @@ pub fn validate_server(
             None => name.to_owned(),
         },
         discover,
+        signed_tools,
     })
 }
 

@@ -163,6 +163,11 @@ pub struct RawServer {
     /// PEM file of the SchemaPin public key this server's tools are signed with. Relative paths
     /// are resolved against this file's directory.
     pub public_key: Option<String>,
+    /// A signed-tools manifest, for a server that does not sign its own tools: a JSON array of
+    /// signed schemas as `mcp-gateway sign` writes them (`{"schema", "signature", ...}`), one per
+    /// tool, signed with `public_key` (or the `domain`'s key). A tool is matched by name, and its
+    /// definition (without `_meta`) must be exactly the signed schema.
+    pub signed_tools: Option<String>,
     /// The publisher's domain (`example.com`, or an `https://` URL). Its key is pinned under this
     /// name. Without `public_key`, the key is fetched from its `.well-known/schemapin.json`,
     /// and the keys it revokes (there or at its `revocation_endpoint`) are refused; if revocation

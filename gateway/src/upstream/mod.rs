@@ -758,13 +758,16 @@ impl Upstream {
         publisher: &PublisherKey,
         cx: &SupervisorContext,
     ) -> SignatureCheck {
-        let Some(signature) = tool
+        let own = tool
             .meta
             .as_ref()
             .and_then(|meta| meta.0.get(verifier::SIGNATURE_META_KEY))
-            .and_then(|value| value.as_str())
-        else {
-            return SignatureCheck::Unsigned;
+            .and_then(|value| value.as_str());
+        let manifest = self.spec.signed_tools.get(tool.name.as_ref());
+        let signature = match (own, manifest) {
+            (Some(signature), _) => signature,
+            (None, Some(entry)) => entry.signature.as_str(),
+            (None, None) => return SignatureCheck::Unsigned,
         };
         let (key, revoked) = match publisher {
             PublisherKey::Known { key, revoked } => (key, revoked),
@@ -781,6 +784,14 @@ impl Upstream {
             Ok(canonical) => canonical,
             Err(e) => return SignatureCheck::Rejected(format!("cannot canonicalize: {e}")),
         };
+        if own.is_none()
+            && let Some(entry) = manifest
+            && entry.canonical != canonical
+        {
+            return SignatureCheck::Rejected(
+                "the definition differs from the one signed in the manifest".to_owned(),
+            );
+        }
         let hash = verifier::signature::schema_hash(&canonical);
         let verified = match verifier::signature::verify_proof(&hash, signature, key, false) {
             Ok(verified) => verified,
