@@ -65,6 +65,7 @@ impl Gateway {
             connect_timeout: config.routing.connect_timeout,
             definitions: store.definitions(),
             pins: store.pins(),
+            revocations: store.revocations(),
             discovery: keys::discovery::DiscoveryClient::new(
                 config.trust.discovery_timeout,
                 config.trust.allow_http_loopback_discovery,

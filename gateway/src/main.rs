@@ -71,6 +71,25 @@ enum Command {
         #[command(subcommand)]
         command: ToolsCommand,
     },
+    /// Revoke a SchemaPin key: tools signed with it are rejected from then on, also by a
+    /// running gateway. `--list` shows the revoked keys.
+    Revoke {
+        /// The key: its `sha256:` fingerprint, or a PEM file.
+        key: Option<String>,
+        /// `key_compromise`, `superseded`, `cessation_of_operation`, `privilege_withdrawn`, or
+        /// your own words.
+        #[arg(long, default_value = "key_compromise")]
+        reason: String,
+        #[arg(long, env = "USER", default_value = "unknown")]
+        by: String,
+        /// List the revoked keys instead.
+        #[arg(long)]
+        list: bool,
+        #[arg(long, short, default_value = "gateway.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// List, add, rotate or remove pinned SchemaPin keys.
     Pins {
         #[command(subcommand)]
@@ -439,6 +458,56 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Command::Pins { command } => pins(command).await,
         Command::Tools { command } => tools(command).await,
+        Command::Revoke {
+            key,
+            reason,
+            by,
+            list,
+            config,
+            json,
+        } => {
+            let store = Store::open(&Config::load(&config)?.storage.database_url).await?;
+            let revocations = store.revocations();
+            if list {
+                let all = revocations.list().await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&all)?);
+                } else {
+                    for r in all {
+                        println!(
+                            "{} {} by {} ({})",
+                            r.fingerprint, r.reason, r.revoked_by, r.revoked_at
+                        );
+                    }
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let key = key.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "name the key to revoke (a fingerprint or a PEM file), or pass --list"
+                )
+            })?;
+            let fingerprint = if let Some(hex) = key.strip_prefix("sha256:") {
+                if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    anyhow::bail!("`{key}` is not a sha256: fingerprint");
+                }
+                key.to_ascii_lowercase()
+            } else {
+                gateway::security::fingerprint(std::path::Path::new(&key))?
+            };
+            let new = revocations.revoke(&fingerprint, &reason, &by).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "fingerprint": fingerprint, "newly_revoked": new })
+                );
+            } else if new {
+                println!("revoked {fingerprint}");
+            } else {
+                println!("{fingerprint} was already revoked");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::ConfigSchema => {
             println!("{}", serde_json::to_string_pretty(&config::json_schema())?);
             Ok(ExitCode::SUCCESS)

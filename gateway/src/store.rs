@@ -88,6 +88,11 @@ impl Store {
         keys::definitions::DefinitionStore::new(self.pool.clone())
     }
 
+    /// The local key revocation list, over the same database.
+    pub fn revocations(&self) -> keys::revocations::RevocationStore {
+        keys::revocations::RevocationStore::new(self.pool.clone())
+    }
+
     /// The key pin store, over the same database.
     pub fn pins(&self) -> keys::pins::PinStore {
         keys::pins::PinStore::new(self.pool.clone())

@@ -465,3 +465,45 @@ async fn a_security_team_signs_a_third_party_server_with_a_manifest() {
     assert_eq!(trust.state(), "rejected");
     assert!(visible(&gw.url()).await.is_empty());
 }
+
+#[tokio::test]
+async fn revoking_a_key_stops_its_tools_in_a_running_gateway() {
+    let gw = common::start(&format!(
+        "{}public_key = {:?}\n",
+        common::demo_server("signed"),
+        demo_key()
+    ))
+    .await;
+    let (tx, mut changes) = mpsc::unbounded_channel();
+    let client = Changes(tx)
+        .serve(StreamableHttpClientTransport::from_uri(gw.url()))
+        .await
+        .unwrap();
+    assert!(names(&client).await.contains(&"signed__echo".to_owned()));
+
+    // A person revokes the demo key with the CLI, against the running gateway's database.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gateway.toml"),
+        format!(
+            "[storage]\ndatabase_url = {:?}\n",
+            gw.gateway.config.storage.database_url
+        ),
+    )
+    .unwrap();
+    let out = cli(
+        &["revoke", &demo_key(), "--by", "alice", "--json"],
+        dir.path(),
+    );
+    assert!(out.contains(&demo_fingerprint()), "{out}");
+
+    // The gateway notices, hides the tools and tells the client.
+    changes.recv().await.unwrap();
+    assert_eq!(names(&client).await, Vec::<String>::new());
+    let upstream = gw.gateway.registry.get("signed").unwrap().clone();
+    let echo = upstream.catalog().states["echo"].clone();
+    assert_eq!(echo.state(), "rejected");
+    assert!(format!("{:?}", echo.signature).contains("revoked by alice"));
+    let listed = cli(&["revoke", "--list", "--json"], dir.path());
+    assert!(listed.contains("key_compromise"), "{listed}");
+}

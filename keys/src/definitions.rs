@@ -3,8 +3,6 @@
 //! person approves or rejects it. This is what stops a server from changing a tool after it was
 //! trusted (a "rug pull").
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use sqlx::{AnyPool, Row};
 
 /// The state of one tool definition.
@@ -68,13 +66,6 @@ pub enum DefinitionError {
     NothingToDecide { server: String, tool: String },
 }
 
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 /// Tool definitions in the gateway's database; the tables come from the gateway's migrations.
 #[derive(Clone)]
 pub struct DefinitionStore {
@@ -116,7 +107,7 @@ impl DefinitionStore {
         } else {
             DefinitionState::Pinned
         };
-        let now = now();
+        let now = crate::db::now();
         // Two replicas may see the same new definition at once; the second insert is a no-op and
         // both read back the one state that was stored.
         sqlx::query(
@@ -226,7 +217,7 @@ impl DefinitionStore {
         by: &str,
     ) -> Result<Definition, DefinitionError> {
         let (_, candidate) = self.pending(server, tool).await?;
-        let now = now();
+        let now = crate::db::now();
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE tool_definitions SET state = 'superseded', decided_at = $1, decided_by = $2 \
@@ -266,7 +257,7 @@ impl DefinitionStore {
             "UPDATE tool_definitions SET state = 'rejected', decided_at = $1, decided_by = $2 \
              WHERE server = $3 AND tool = $4 AND definition_hash = $5",
         )
-        .bind(now())
+        .bind(crate::db::now())
         .bind(by)
         .bind(server)
         .bind(tool)
@@ -297,17 +288,7 @@ mod tests {
     use super::*;
 
     async fn store(url: &str) -> DefinitionStore {
-        sqlx::any::install_default_drivers();
-        let pool = sqlx::any::AnyPoolOptions::new()
-            .max_connections(2)
-            .connect(url)
-            .await
-            .unwrap();
-        sqlx::migrate!("../gateway/migrations")
-            .run(&pool)
-            .await
-            .unwrap();
-        DefinitionStore::new(pool)
+        DefinitionStore::new(crate::db::migrated_pool(url).await)
     }
 
     async fn rug_pull_is_quarantined(store: DefinitionStore, server: &str) {

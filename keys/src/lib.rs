@@ -4,7 +4,9 @@
 //!
 //! **Architecture Invariant:** every pin change is an audited event.
 
+mod db;
 pub mod definitions;
 pub mod discovery;
 pub mod material;
 pub mod pins;
+pub mod revocations;

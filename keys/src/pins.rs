@@ -8,8 +8,6 @@
 //! Every change is logged as an audit event (`target=audit`); the audit issue turns these into
 //! signed, chained records.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use sqlx::{AnyPool, Row};
 use verifier::signature::{self, VerifiedKey};
 
@@ -47,13 +45,6 @@ pub enum PinOutcome {
     Matches,
     /// A different key is pinned; nothing changed. The caller must reject the tool.
     Mismatch { pinned_fingerprint: String },
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// The pin store over the gateway's database; its tables come from the gateway's migrations.
@@ -100,7 +91,7 @@ impl PinStore {
         verified: &VerifiedKey,
     ) -> Result<PinOutcome, PinError> {
         let pem = self.pem(tool_id, domain, verified)?;
-        let now = now();
+        let now = crate::db::now();
         // Insert-if-absent is one statement, so two replicas seeing a tool at once cannot both
         // pin different keys: one insert wins and the other reads the winner below.
         let inserted = sqlx::query(
@@ -147,7 +138,7 @@ impl PinStore {
     ) -> Result<Option<KeyPin>, PinError> {
         let previous = self.get(tool_id, domain).await?;
         let pem = self.pem(tool_id, domain, verified)?;
-        let now = now();
+        let now = crate::db::now();
         sqlx::query(
             "INSERT INTO key_pins (tool_id, domain, fingerprint, public_key_pem, first_seen, last_verified, approved_by) \
              VALUES ($1, $2, $3, $4, $5, $5, $6) \
@@ -237,17 +228,7 @@ mod tests {
     }
 
     async fn store(url: &str) -> PinStore {
-        sqlx::any::install_default_drivers();
-        let pool = sqlx::any::AnyPoolOptions::new()
-            .max_connections(2)
-            .connect(url)
-            .await
-            .unwrap();
-        sqlx::migrate!("../gateway/migrations")
-            .run(&pool)
-            .await
-            .unwrap();
-        PinStore::new(pool)
+        PinStore::new(crate::db::migrated_pool(url).await)
     }
 
     async fn trust_on_first_use(store: PinStore, tool: &str) {

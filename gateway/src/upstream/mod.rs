@@ -192,6 +192,7 @@ pub struct SupervisorContext {
     pub connect_timeout: Duration,
     pub definitions: DefinitionStore,
     pub pins: keys::pins::PinStore,
+    pub revocations: keys::revocations::RevocationStore,
     /// Fetches `.well-known/schemapin.json`; `None` if the HTTP client could not be built, in
     /// which case servers that need discovery have their signed tools refused.
     pub discovery: Option<keys::discovery::DiscoveryClient>,
@@ -589,6 +590,8 @@ impl Upstream {
         // waiting for one is looked up again on this interval.
         let mut recheck = tokio::time::interval(DEFINITION_RECHECK);
         recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A revocation made while the gateway runs must take effect without a reconnect.
+        let mut revocations_seen = cx.revocations.count().await.ok();
         let mut health = cx.health_interval.map(|period| {
             let mut interval =
                 tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -604,7 +607,12 @@ impl Upstream {
                 }
                 _ = recheck.tick() => {
                     let current = self.catalog();
-                    if current.states.values().any(|s| s.definition != DefinitionState::Pinned) {
+                    let revocations_now = cx.revocations.count().await.ok();
+                    let revoked_since = revocations_now != revocations_seen;
+                    revocations_seen = revocations_now;
+                    if revoked_since
+                        || current.states.values().any(|s| s.definition != DefinitionState::Pinned)
+                    {
                         let mut catalog = (*current).clone();
                         self.evaluate(&mut catalog, cx).await;
                         if catalog.states != current.states {
@@ -797,6 +805,22 @@ impl Upstream {
             Ok(verified) => verified,
             Err(e) => return SignatureCheck::Rejected(e.to_string()),
         };
+        match cx.revocations.get(verified.fingerprint()).await {
+            Ok(Some(revocation)) => {
+                return SignatureCheck::Rejected(format!(
+                    "key {} was revoked by {}: {}",
+                    verified.fingerprint(),
+                    revocation.revoked_by,
+                    revocation.reason
+                ));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                return SignatureCheck::Rejected(format!(
+                    "cannot read the local revocation list: {e}"
+                ));
+            }
+        }
         if revoked.contains(verified.fingerprint()) {
             return SignatureCheck::Rejected(format!(
                 "key {} is revoked by {}",
