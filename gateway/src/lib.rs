@@ -66,6 +66,7 @@ impl Gateway {
             definitions: store.definitions(),
             pins: store.pins(),
             revocations: store.revocations(),
+            bundles: config.trust.bundles.clone(),
             discovery: keys::discovery::DiscoveryClient::new(
                 config.trust.discovery_timeout,
                 config.trust.allow_http_loopback_discovery,

@@ -90,6 +90,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// SchemaPin trust bundles, for offline and air-gapped verification.
+    Bundle {
+        #[command(subcommand)]
+        command: BundleCommand,
+    },
     /// List, add, rotate or remove pinned SchemaPin keys.
     Pins {
         #[command(subcommand)]
@@ -136,6 +141,30 @@ enum Command {
     },
     /// Run the bundled demo MCP server over stdio.
     DemoServer,
+}
+
+#[derive(Subcommand)]
+enum BundleCommand {
+    /// Fetch the `.well-known/schemapin.json` (and standalone revocation document) of each
+    /// domain into one bundle, in SchemaPin's format.
+    Export {
+        #[arg(long = "domain", required = true)]
+        domains: Vec<String>,
+        #[arg(long)]
+        output: PathBuf,
+        #[arg(long, short, default_value = "gateway.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a bundle and copy it into the data directory, where the gateway reads it at start.
+    Import {
+        file: PathBuf,
+        #[arg(long, short, default_value = "gateway.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -458,6 +487,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Command::Pins { command } => pins(command).await,
         Command::Tools { command } => tools(command).await,
+        Command::Bundle { command } => bundle(command).await,
         Command::Revoke {
             key,
             reason,
@@ -597,6 +627,74 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::DemoServer => {
             gateway::demo::serve_stdio().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn bundle(command: BundleCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        BundleCommand::Export {
+            domains,
+            output,
+            config,
+            json,
+        } => {
+            let loaded = Config::load(&config)?;
+            let client = keys::discovery::DiscoveryClient::new(
+                loaded.trust.discovery_timeout,
+                loaded.trust.allow_http_loopback_discovery,
+            )?;
+            let mut documents = Vec::new();
+            for domain in &domains {
+                let document = client.discover(domain).await?;
+                let revocation = client.revocation(&document).await?;
+                documents.push((domain.clone(), document, revocation));
+            }
+            let bundle = keys::bundle::TrustBundle::from_documents(
+                &gateway::clock::now_rfc3339(),
+                documents,
+            );
+            std::fs::write(&output, serde_json::to_string_pretty(&bundle)?)
+                .with_context(|| format!("cannot write {}", output.display()))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "output": output, "domains": domains })
+                );
+            } else {
+                println!("wrote {} ({} domains)", output.display(), domains.len());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        BundleCommand::Import { file, config, json } => {
+            let loaded = Config::load(&config)?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let bundle = keys::bundle::TrustBundle::parse(&bytes)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let dir = gateway::config::bundle_dir(&loaded.storage.data_dir);
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let name = file
+                .file_name()
+                .ok_or_else(|| anyhow::anyhow!("{} names no file", file.display()))?;
+            let target = dir.join(name);
+            std::fs::write(&target, &bytes)
+                .with_context(|| format!("cannot write {}", target.display()))?;
+            let domains: Vec<_> = bundle.documents.iter().map(|d| d.domain.as_str()).collect();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "imported": target, "domains": domains })
+                );
+            } else {
+                println!(
+                    "imported {} (domains: {}); restart the gateway to use it",
+                    target.display(),
+                    domains.join(", ")
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -336,3 +336,77 @@ fn pins_need_a_signature_that_verifies() {
     assert!(remove(d).status.success());
     assert_eq!(remove(d).status.code(), Some(1));
 }
+
+#[test]
+fn trust_bundles_carry_over_between_schemapin_and_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("gateway.toml"), "[storage]\ndata_dir = \"state\"\n").unwrap();
+    assert!(
+        run(
+            venv_bin("schemapin-keygen"),
+            &["--quiet", "--output-dir", "."],
+            d
+        )
+        .status
+        .success()
+    );
+    // SchemaPin's reference builds a bundle...
+    let out = run(
+        venv_bin("python"),
+        &[
+            "-c",
+            "import json\n\
+             from schemapin.bundle import SchemaPinTrustBundle, create_bundled_discovery\n\
+             pem = open('schemapin_public.pem').read()\n\
+             doc = create_bundled_discovery('tools.example', {'schema_version': '1.2', 'public_key_pem': pem, 'developer_name': 'Example'})\n\
+             bundle = SchemaPinTrustBundle('1.2', '2026-11-23T00:00:00Z', [doc], [])\n\
+             open('theirs.json', 'w').write(json.dumps(bundle.to_dict()))",
+        ],
+        d,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // ...which the gateway imports...
+    let out = gateway(&["bundle", "import", "theirs.json", "--json"], d);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(d.join("state/bundles/theirs.json").exists());
+    // ...and refuses a broken one, importing nothing.
+    std::fs::write(
+        d.join("broken.json"),
+        r#"{"schemapin_bundle_version": "1.2"}"#,
+    )
+    .unwrap();
+    let out = gateway(&["bundle", "import", "broken.json"], d);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!d.join("state/bundles/broken.json").exists());
+    // The reference reads back a bundle in the gateway's own serialization.
+    let theirs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("theirs.json")).unwrap()).unwrap();
+    let ours = keys::bundle::TrustBundle::parse(theirs.to_string().as_bytes()).unwrap();
+    std::fs::write(d.join("ours.json"), serde_json::to_string(&ours).unwrap()).unwrap();
+    let out = run(
+        venv_bin("python"),
+        &[
+            "-c",
+            "from schemapin.bundle import SchemaPinTrustBundle\n\
+             b = SchemaPinTrustBundle.from_json(open('ours.json').read())\n\
+             d = b.find_discovery('tools.example')\n\
+             assert d['public_key_pem'] == open('schemapin_public.pem').read(), d\n\
+             print('ok')",
+        ],
+        d,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

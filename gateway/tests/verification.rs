@@ -507,3 +507,111 @@ async fn revoking_a_key_stops_its_tools_in_a_running_gateway() {
     let listed = cli(&["revoke", "--list", "--json"], dir.path());
     assert!(listed.contains("key_compromise"), "{listed}");
 }
+
+#[tokio::test]
+async fn a_trust_bundle_resolves_a_domain_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem = std::fs::read_to_string(demo_key()).unwrap();
+    let bundle = |revocations: serde_json::Value| {
+        serde_json::json!({
+            "schemapin_bundle_version": "1.2",
+            "created_at": "2026-11-23T00:00:00Z",
+            "documents": [{"domain": "tools.example", "schema_version": "1.2", "public_key_pem": pem}],
+            "revocations": revocations,
+        })
+        .to_string()
+    };
+    std::fs::write(dir.path().join("good.json"), bundle(serde_json::json!([]))).unwrap();
+    std::fs::write(
+        dir.path().join("revoking.json"),
+        bundle(serde_json::json!([{
+            "schemapin_version": "1.2", "domain": "tools.example", "updated_at": "2026-11-23T00:00:00Z",
+            "revoked_keys": [{"fingerprint": demo_fingerprint(), "revoked_at": "2026-11-23T00:00:00Z", "reason": "key_compromise"}],
+        }])),
+    )
+    .unwrap();
+    let start = |file: &str| {
+        let path = dir.path().join(file).display().to_string();
+        async move {
+            // No public key and no reachable domain: only the bundle can vouch for the key.
+            common::start(&format!(
+                "[trust]\nbundles = [{path:?}]\n{}domain = \"tools.example\"\n",
+                common::demo_server("offline"),
+            ))
+            .await
+        }
+    };
+    let gw = start("good.json").await;
+    let trust = gw.gateway.registry.get("offline").unwrap().catalog().states["echo"].clone();
+    assert_eq!(trust.state(), "verified", "{:?}", trust.signature);
+
+    let gw = start("revoking.json").await;
+    let trust = gw.gateway.registry.get("offline").unwrap().catalog().states["echo"].clone();
+    assert_eq!(trust.state(), "rejected");
+    assert!(format!("{:?}", trust.signature).contains("is revoked"));
+}
+
+// Multi-threaded: the key server must keep serving while the test blocks on the CLI process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundle_export_fetches_the_domains_documents() {
+    let pem = std::fs::read_to_string(demo_key()).unwrap();
+    let base = key_server(
+        move |base: &str| {
+            serde_json::json!({
+                "schema_version": "1.2",
+                "public_key_pem": pem,
+                "revocation_endpoint": format!("{base}/revocations"),
+            })
+        },
+        axum::http::StatusCode::OK,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gateway.toml"),
+        "[storage]\ndata_dir = \"state\"\n[trust]\nallow_http_loopback_discovery = true\n",
+    )
+    .unwrap();
+    // The key server answers the revocation endpoint with an empty 200, which is not a
+    // revocation document: the export fails rather than bundling a publisher half.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-gateway"))
+        .args([
+            "bundle",
+            "export",
+            "--domain",
+            &base,
+            "--output",
+            "bundle.json",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not a valid revocation document"));
+    assert!(!dir.path().join("bundle.json").exists());
+
+    let pem = std::fs::read_to_string(demo_key()).unwrap();
+    let base = key_server(
+        move |_: &str| serde_json::json!({"schema_version": "1.2", "public_key_pem": pem}),
+        axum::http::StatusCode::OK,
+    )
+    .await;
+    cli(
+        &[
+            "bundle",
+            "export",
+            "--domain",
+            &base,
+            "--output",
+            "bundle.json",
+        ],
+        dir.path(),
+    );
+    let bundle =
+        keys::bundle::TrustBundle::parse(&std::fs::read(dir.path().join("bundle.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        bundle.discovery(&base).map(|d| d.public_key_pem),
+        Some(std::fs::read_to_string(demo_key()).unwrap())
+    );
+}

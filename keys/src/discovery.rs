@@ -14,7 +14,7 @@ use std::{collections::BTreeSet, net::IpAddr, time::Duration};
 
 use futures::StreamExt;
 use reqwest::Url;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The largest discovery or revocation document read, in bytes.
 pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
@@ -46,24 +46,24 @@ pub enum DiscoveryError {
 }
 
 /// `.well-known/schemapin.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiscoveryDocument {
     pub schema_version: String,
     pub public_key_pem: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub developer_name: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contact: Option<String>,
     /// Fingerprints (`sha256:...`) of keys the publisher has revoked.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub revoked_keys: Vec<String>,
     /// A standalone revocation document, if the publisher keeps one.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revocation_endpoint: Option<String>,
 }
 
 /// A standalone revocation document (SchemaPin 1.2).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevocationDocument {
     pub schemapin_version: String,
     pub domain: String,
@@ -72,7 +72,7 @@ pub struct RevocationDocument {
     pub revoked_keys: Vec<RevokedKey>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevokedKey {
     pub fingerprint: String,
     pub revoked_at: String,
@@ -238,6 +238,19 @@ impl DiscoveryClient {
         let url = self.well_known_url(domain)?;
         let bytes = self.get(&url).await?;
         parse_discovery(url.as_str(), &bytes)
+    }
+
+    /// The publisher's standalone revocation document, if its discovery document names one.
+    pub async fn revocation(
+        &self,
+        document: &DiscoveryDocument,
+    ) -> Result<Option<RevocationDocument>, DiscoveryError> {
+        let Some(endpoint) = &document.revocation_endpoint else {
+            return Ok(None);
+        };
+        let url = Url::parse(endpoint).map_err(|_| DiscoveryError::BadDomain(endpoint.clone()))?;
+        let bytes = self.get(&url).await?;
+        parse_revocation(url.as_str(), &bytes).map(Some)
     }
 
     /// Every fingerprint the publisher has revoked: the discovery document's list, plus the

@@ -4,6 +4,7 @@
 //!
 //! **Architecture Invariant:** every pin change is an audited event.
 
+pub mod bundle;
 mod db;
 pub mod definitions;
 pub mod discovery;

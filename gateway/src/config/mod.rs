@@ -58,6 +58,20 @@ pub struct Config {
 pub struct TrustConfig {
     pub allow_http_loopback_discovery: bool,
     pub discovery_timeout: Duration,
+    /// The bundles named in the config and those imported into the data directory.
+    pub bundles: Vec<std::sync::Arc<keys::bundle::TrustBundle>>,
+}
+
+/// Where `mcp-gateway bundle import` puts bundles.
+pub fn bundle_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("bundles")
+}
+
+fn read_bundle(path: &Path) -> Result<std::sync::Arc<keys::bundle::TrustBundle>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    keys::bundle::TrustBundle::parse(&bytes)
+        .map(std::sync::Arc::new)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 #[derive(Debug, Clone)]
@@ -303,6 +317,28 @@ impl Config {
                 "routing.page_size: must be at least 1",
             ));
         }
+        let mut bundles = Vec::new();
+        for name in raw.trust.bundles.iter().flatten() {
+            bundles.push(
+                read_bundle(&base.join(name))
+                    .map_err(|e| ConfigError::new(path, None, format!("trust.bundles: {e}")))?,
+            );
+        }
+        // Bundles imported with `mcp-gateway bundle import`, in name order.
+        if let Ok(entries) = std::fs::read_dir(bundle_dir(&data_dir)) {
+            let mut files: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+            files.sort();
+            for file in files
+                .into_iter()
+                .filter(|f| f.extension().is_some_and(|e| e == "json"))
+            {
+                bundles.push(
+                    read_bundle(&file).map_err(|e| {
+                        ConfigError::new(path, None, format!("imported bundle: {e}"))
+                    })?,
+                );
+            }
+        }
         Ok(Self {
             source: path.to_owned(),
             listen,
@@ -325,6 +361,7 @@ impl Config {
                 ),
             },
             trust: TrustConfig {
+                bundles,
                 allow_http_loopback_discovery: raw
                     .trust
                     .allow_http_loopback_discovery

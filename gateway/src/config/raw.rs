@@ -99,6 +99,11 @@ pub struct RawTrust {
     pub allow_http_loopback_discovery: Option<bool>,
     /// Longest time a discovery or revocation request may take, in seconds. Default 10.
     pub discovery_timeout_secs: Option<u64>,
+    /// SchemaPin trust bundles (offline discovery and revocation documents), relative to this
+    /// file. Bundles imported with `mcp-gateway bundle import` (in `data_dir/bundles`) are read
+    /// too. For a server with a `domain`, a bundle that has the domain is used before its
+    /// `public_key` and before `.well-known` discovery.
+    pub bundles: Option<Vec<String>>,
 }
 
 /// Time limits applied to upstreams.

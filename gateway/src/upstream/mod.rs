@@ -193,6 +193,7 @@ pub struct SupervisorContext {
     pub definitions: DefinitionStore,
     pub pins: keys::pins::PinStore,
     pub revocations: keys::revocations::RevocationStore,
+    pub bundles: Vec<Arc<keys::bundle::TrustBundle>>,
     /// Fetches `.well-known/schemapin.json`; `None` if the HTTP client could not be built, in
     /// which case servers that need discovery have their signed tools refused.
     pub discovery: Option<keys::discovery::DiscoveryClient>,
@@ -732,6 +733,21 @@ impl Upstream {
     /// The key this server's tools must be signed with: the configured one, or the one its
     /// domain publishes, with the keys the domain revoked.
     async fn publisher_key(&self, cx: &SupervisorContext) -> PublisherKey {
+        // The resolver chain: a trust bundle that has the domain, then the configured key file,
+        // then the domain's `.well-known` document.
+        if let Some((bundle, document)) = cx
+            .bundles
+            .iter()
+            .find_map(|b| b.discovery(&self.spec.domain).map(|d| (b, d)))
+        {
+            return match verifier::signature::public_key_from_pem(&document.public_key_pem) {
+                Ok(key) => PublisherKey::Known {
+                    key,
+                    revoked: bundle.revoked(&self.spec.domain),
+                },
+                Err(e) => PublisherKey::Unavailable(format!("bundled key: {e}")),
+            };
+        }
         if let Some(key) = self.spec.public_key {
             return PublisherKey::Known {
                 key,
