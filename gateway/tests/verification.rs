@@ -464,6 +464,40 @@ async fn a_security_team_signs_a_third_party_server_with_a_manifest() {
     let trust = gw.gateway.registry.get("third").unwrap().catalog().states["greet"].clone();
     assert_eq!(trust.state(), "rejected");
     assert!(visible(&gw.url()).await.is_empty());
+
+    // A single-hash signature (SchemaPin's Go SDK) counts only where the server allows it.
+    use p256::ecdsa::signature::hazmat::PrehashSigner;
+    let team_key = verifier::signature::private_key_from_pem(
+        &std::fs::read_to_string(t.join("team_private.pem")).unwrap(),
+    )
+    .unwrap();
+    let canonical = verifier::canonical::canonicalize(&definition).unwrap();
+    let single: p256::ecdsa::Signature = team_key
+        .sign_prehash(&verifier::signature::schema_hash(&canonical))
+        .unwrap();
+    use base64::Engine;
+    let single = base64::engine::general_purpose::STANDARD.encode(single.to_der().as_bytes());
+    std::fs::write(
+        t.join("single.json"),
+        serde_json::json!([{"schema": serde_json::from_str::<serde_json::Value>(&definition).unwrap(), "signature": single}]).to_string(),
+    )
+    .unwrap();
+    let manifest = t.join("single.json").display().to_string();
+    let gw = common::start(&server(&format!(
+        "public_key = {key:?}\nsigned_tools = {manifest:?}\n"
+    )))
+    .await;
+    let trust = gw.gateway.registry.get("third").unwrap().catalog().states["greet"].clone();
+    assert_eq!(trust.state(), "rejected", "{:?}", trust.signature);
+    assert!(format!("{:?}", trust.signature).contains("single hash"));
+    let gw = common::start(&server(&format!(
+        "public_key = {key:?}\nsigned_tools = {manifest:?}\nallow_single_hash = true\n"
+    )))
+    .await;
+    assert_eq!(
+        gw.gateway.registry.get("third").unwrap().catalog().states["greet"].state(),
+        "verified"
+    );
 }
 
 #[tokio::test]

@@ -119,6 +119,8 @@ pub struct ServerSpec {
     pub discover: bool,
     /// Signatures for tools the server does not sign itself, by tool name.
     pub signed_tools: BTreeMap<String, SignedTool>,
+    /// Accept single-hash signatures (SchemaPin's Go SDK).
+    pub allow_single_hash: bool,
 }
 
 /// One entry of a signed-tools manifest.
@@ -593,6 +595,7 @@ pub fn validate_server(
         },
         discover,
         signed_tools,
+        allow_single_hash: raw.allow_single_hash.unwrap_or(false),
     })
 }
 

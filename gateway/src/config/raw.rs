@@ -165,6 +165,9 @@ pub struct RawServer {
     /// In every mode but `audit`, a tool whose definition changed after it was first seen is
     /// quarantined (hidden, calls refused) until a person runs `mcp-gateway tools approve`.
     pub verification: Option<String>,
+    /// Also accept signatures made over the schema hash directly, as SchemaPin's Go SDK makes
+    /// them ("single hash"), instead of SchemaPin's reference scheme. Default `false`.
+    pub allow_single_hash: Option<bool>,
     /// PEM file of the SchemaPin public key this server's tools are signed with. Relative paths
     /// are resolved against this file's directory.
     pub public_key: Option<String>,

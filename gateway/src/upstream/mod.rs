@@ -817,7 +817,12 @@ impl Upstream {
             );
         }
         let hash = verifier::signature::schema_hash(&canonical);
-        let verified = match verifier::signature::verify_proof(&hash, signature, key, false) {
+        let verified = match verifier::signature::verify_proof(
+            &hash,
+            signature,
+            key,
+            self.spec.allow_single_hash,
+        ) {
             Ok(verified) => verified,
             Err(e) => return SignatureCheck::Rejected(e.to_string()),
         };
