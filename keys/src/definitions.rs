@@ -134,6 +134,95 @@ impl DefinitionStore {
         Ok(stored)
     }
 
+    /// Records every definition of one server's tool list at once, in one transaction, with the
+    /// same rules as [`Self::observe`]; returns the states in the order of `items`
+    /// (tool, definition hash, definition JSON).
+    pub async fn observe_all(
+        &self,
+        server: &str,
+        items: &[(&str, &str, &str)],
+    ) -> Result<Vec<DefinitionState>, DefinitionError> {
+        use std::collections::{HashMap, HashSet};
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "SELECT tool, definition_hash, state FROM tool_definitions WHERE server = $1",
+        )
+        .bind(server)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut known: HashMap<(String, String), DefinitionState> = HashMap::new();
+        let mut tools: HashSet<String> = HashSet::new();
+        for row in rows {
+            let state: String = row.try_get("state")?;
+            let state = DefinitionState::parse(&state).ok_or(DefinitionError::BadState(state))?;
+            let tool: String = row.try_get("tool")?;
+            tools.insert(tool.clone());
+            known.insert((tool, row.try_get("definition_hash")?), state);
+        }
+        let now = crate::db::now();
+        let mut inserted = false;
+        let mut states = Vec::with_capacity(items.len());
+        for (tool, hash, definition) in items {
+            if let Some(state) = known.get(&((*tool).to_owned(), (*hash).to_owned())) {
+                states.push(*state);
+                continue;
+            }
+            let state = if tools.contains(*tool) {
+                DefinitionState::Quarantined
+            } else {
+                DefinitionState::Pinned
+            };
+            sqlx::query(
+                "INSERT INTO tool_definitions (server, tool, definition_hash, definition, state, first_seen, decided_at, decided_by) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $6, NULL) ON CONFLICT (server, tool, definition_hash) DO NOTHING",
+            )
+            .bind(server)
+            .bind(*tool)
+            .bind(*hash)
+            .bind(*definition)
+            .bind(state.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            inserted = true;
+            tools.insert((*tool).to_owned());
+            known.insert(((*tool).to_owned(), (*hash).to_owned()), state);
+            let event = match state {
+                DefinitionState::Pinned => "tool pinned on first use",
+                _ => "tool quarantined: its definition changed",
+            };
+            tracing::info!(target: "audit", event, server, tool, definition_hash = hash, "tool definition recorded");
+            states.push(state);
+        }
+        tx.commit().await?;
+        if inserted {
+            // Another replica may have recorded the same new definition first; what is stored
+            // wins. One read of the server's rows settles every item.
+            let rows = sqlx::query(
+                "SELECT tool, definition_hash, state FROM tool_definitions WHERE server = $1",
+            )
+            .bind(server)
+            .fetch_all(&self.pool)
+            .await?;
+            let mut stored: HashMap<(String, String), DefinitionState> = HashMap::new();
+            for row in rows {
+                let state: String = row.try_get("state")?;
+                let state =
+                    DefinitionState::parse(&state).ok_or(DefinitionError::BadState(state))?;
+                stored.insert(
+                    (row.try_get("tool")?, row.try_get("definition_hash")?),
+                    state,
+                );
+            }
+            for (state, (tool, hash, _)) in states.iter_mut().zip(items) {
+                if let Some(s) = stored.get(&((*tool).to_owned(), (*hash).to_owned())) {
+                    *state = *s;
+                }
+            }
+        }
+        Ok(states)
+    }
+
     /// The recorded state of one definition.
     pub async fn state(
         &self,
@@ -325,6 +414,30 @@ mod tests {
         ));
         let quarantined = store.list(Some(Quarantined)).await.unwrap();
         assert!(quarantined.iter().all(|d| d.server != server));
+    }
+
+    #[tokio::test]
+    async fn a_whole_list_is_recorded_with_the_same_rules() {
+        use DefinitionState::*;
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&crate::db::sqlite_url(dir.path())).await;
+        let first = store
+            .observe_all("s", &[("a", "a1", "{}"), ("b", "b1", "{}")])
+            .await
+            .unwrap();
+        assert_eq!(first, [Pinned, Pinned]);
+        let second = store
+            .observe_all(
+                "s",
+                &[("a", "a1", "{}"), ("b", "b2", "{}"), ("c", "c1", "{}")],
+            )
+            .await
+            .unwrap();
+        assert_eq!(second, [Pinned, Quarantined, Pinned]);
+        assert_eq!(
+            store.observe("s", "b", "b2", "{}").await.unwrap(),
+            Quarantined
+        );
     }
 
     #[tokio::test]

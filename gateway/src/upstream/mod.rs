@@ -689,24 +689,43 @@ impl Upstream {
     async fn evaluate(&self, catalog: &mut Catalog, cx: &SupervisorContext) {
         let publisher = self.publisher_key(cx).await;
         let mut states = std::collections::HashMap::new();
-        for tool in &catalog.tools {
-            let json = serde_json::to_string(tool).unwrap_or_default();
-            let definition = match verifier::definition_hash(&json) {
-                Ok(hash) => match cx
-                    .definitions
-                    .observe(&self.name, &tool.name, &hash, &json)
-                    .await
-                {
-                    Ok(state) => state,
+        // Every definition is hashed, then all are recorded in one transaction.
+        let records: Vec<Option<(String, String)>> = catalog
+            .tools
+            .iter()
+            .map(|tool| {
+                let json = serde_json::to_string(tool).ok()?;
+                match verifier::definition_hash(&json) {
+                    Ok(hash) => Some((hash, json)),
                     Err(e) => {
-                        tracing::warn!(server = %self.name, tool = %tool.name, error = %e, "cannot record a tool definition; hiding the tool");
-                        DefinitionState::Quarantined
+                        tracing::warn!(server = %self.name, tool = %tool.name, error = %e, "cannot hash a tool definition; hiding the tool");
+                        None
                     }
-                },
-                Err(e) => {
-                    tracing::warn!(server = %self.name, tool = %tool.name, error = %e, "cannot hash a tool definition; hiding the tool");
-                    DefinitionState::Quarantined
                 }
+            })
+            .collect();
+        let items: Vec<(&str, &str, &str)> = catalog
+            .tools
+            .iter()
+            .zip(&records)
+            .filter_map(|(tool, record)| {
+                record
+                    .as_ref()
+                    .map(|(hash, json)| (tool.name.as_ref(), hash.as_str(), json.as_str()))
+            })
+            .collect();
+        let mut recorded = match cx.definitions.observe_all(&self.name, &items).await {
+            Ok(recorded) => recorded.into_iter(),
+            Err(e) => {
+                tracing::warn!(server = %self.name, error = %e, "cannot record the tool definitions; hiding the tools");
+                Vec::new().into_iter()
+            }
+        };
+        for (tool, record) in catalog.tools.iter().zip(&records) {
+            // A tool whose state cannot be determined counts as quarantined: hidden.
+            let definition = match record {
+                Some(_) => recorded.next().unwrap_or(DefinitionState::Quarantined),
+                None => DefinitionState::Quarantined,
             };
             let signature = self.check_signature(tool, &publisher, cx).await;
             let trust = ToolTrust {
