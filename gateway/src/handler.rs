@@ -208,18 +208,11 @@ impl ServerHandler for GatewayHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let name = request.name.to_string();
-        let Some((upstream, _definition)) = self.gateway.registry.resolve_tool(&name) else {
+        let Some((upstream, local)) = self.gateway.registry.resolve_tool(&name) else {
             return Err(Self::unknown_tool(&name));
         };
         let mut upstream_request = request;
-        upstream_request.name = self
-            .gateway
-            .registry
-            .naming
-            .split_name(&name)
-            .map(|(_, local)| local.to_owned())
-            .unwrap_or(name)
-            .into();
+        upstream_request.name = local.to_owned().into();
         if let Some(token) = gateway_state(&upstream_request.request_state) {
             let result = pipeline::resume(
                 &self.gateway.sessions,
@@ -270,7 +263,7 @@ impl ServerHandler for GatewayHandler {
     /// The definition rmcp checks `Mcp-Param-*` headers against (declared with `x-mcp-header`
     /// in the tool's input schema), under the name the client uses.
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        let (_, mut tool) = self.gateway.registry.resolve_tool(name)?;
+        let mut tool = self.gateway.registry.tool_definition(name)?;
         tool.name = name.to_owned().into();
         Some(tool)
     }

@@ -496,7 +496,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             json,
         } => {
-            let store = Store::open(&Config::load(&config)?.storage.database_url).await?;
+            let store = open_store(&config).await?;
             let revocations = store.revocations();
             if list {
                 let all = revocations.list().await?;
@@ -718,7 +718,7 @@ async fn tools(command: ToolsCommand) -> anyhow::Result<ExitCode> {
                     "unknown state `{other}` (pinned, quarantined, rejected or superseded)"
                 ),
             };
-            let store = Store::open(&Config::load(&config)?.storage.database_url).await?;
+            let store = open_store(&config).await?;
             let definitions = store.definitions().list(state).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&definitions)?);
@@ -742,7 +742,7 @@ async fn tools(command: ToolsCommand) -> anyhow::Result<ExitCode> {
             config,
             json,
         } => {
-            let store = Store::open(&Config::load(&config)?.storage.database_url).await?;
+            let store = open_store(&config).await?;
             let definitions = store.definitions();
             let (pinned, candidate) = definitions.pending(&server, &tool).await?;
             let diff = definition_diff(
@@ -766,7 +766,7 @@ async fn tools(command: ToolsCommand) -> anyhow::Result<ExitCode> {
             tool,
             config,
         } => {
-            let store = Store::open(&Config::load(&config)?.storage.database_url).await?;
+            let store = open_store(&config).await?;
             let latest = store
                 .definitions()
                 .list(None)
@@ -791,7 +791,7 @@ async fn tools(command: ToolsCommand) -> anyhow::Result<ExitCode> {
             config,
             json,
         } => {
-            let store = Store::open(&Config::load(&config)?.storage.database_url).await?;
+            let store = open_store(&config).await?;
             let rejected = store.definitions().reject(&server, &tool, &by).await?;
             if json {
                 println!("{}", serde_json::json!({ "rejected": rejected }));
@@ -822,7 +822,7 @@ fn definition_diff(old: Option<&str>, new: &str) -> String {
 async fn pins(command: PinsCommand) -> anyhow::Result<ExitCode> {
     match command {
         PinsCommand::List { config, json } => {
-            let store = Store::open(&Config::load(&config)?.storage.database_url).await?;
+            let store = open_store(&config).await?;
             let pins = store.pins().list().await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&pins)?);
@@ -841,7 +841,7 @@ async fn pins(command: PinsCommand) -> anyhow::Result<ExitCode> {
         }
         PinsCommand::Add { pin } | PinsCommand::Rotate { pin } => {
             let proof = gateway::security::prove_key(&pin.signed_schema, &pin.public_key, false)?;
-            let store = Store::open(&Config::load(&pin.config)?.storage.database_url).await?;
+            let store = open_store(&pin.config).await?;
             let previous = store
                 .pins()
                 .set(&pin.tool, &pin.domain, &proof, &pin.by)
@@ -881,7 +881,7 @@ async fn pins(command: PinsCommand) -> anyhow::Result<ExitCode> {
             config,
             json,
         } => {
-            let store = Store::open(&Config::load(&config)?.storage.database_url).await?;
+            let store = open_store(&config).await?;
             let removed = store.pins().remove(&tool, &domain, &by).await?;
             if json {
                 println!("{}", serde_json::json!({ "removed": removed }));
@@ -897,6 +897,11 @@ async fn pins(command: PinsCommand) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+/// The database named by a config file, for the commands that only read or write state.
+async fn open_store(config: &std::path::Path) -> anyhow::Result<Store> {
+    Ok(Store::open(&Config::load(config)?.storage.database_url).await?)
 }
 
 /// How long shutdown waits for upstreams to stop before the process exits anyway.

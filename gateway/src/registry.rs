@@ -51,18 +51,27 @@ impl Registry {
         self.upstreams.get(server)
     }
 
-    /// The upstream and its tool definition behind a client-visible tool name.
-    pub fn resolve_tool(&self, name: &str) -> Option<(&Arc<Upstream>, Tool)> {
+    /// The upstream and upstream tool name behind a client-visible tool name, if that tool is
+    /// listed and trusted. This is the call path: two map lookups, no copy of the definition.
+    pub fn resolve_tool<'a>(&'a self, name: &'a str) -> Option<(&'a Arc<Upstream>, &'a str)> {
         let (server, local) = self.naming.split_name(name)?;
         let upstream = self.upstreams.get(server)?;
         let catalog = upstream.catalog();
-        // A tool that is not trusted is unknown to clients, not forbidden: its existence is not
-        // revealed.
-        if !upstream.serves(&catalog, local) {
-            return None;
-        }
-        let tool = catalog.tools.iter().find(|t| t.name == local)?.clone();
-        Some((upstream, tool))
+        // Every listed tool has a trust state. A tool that is not trusted is unknown to
+        // clients, not forbidden: its existence is not revealed.
+        (catalog.states.contains_key(local) && upstream.serves(&catalog, local))
+            .then_some((upstream, local))
+    }
+
+    /// The upstream definition of a client-visible tool that [`Self::resolve_tool`] resolves.
+    pub fn tool_definition(&self, name: &str) -> Option<Tool> {
+        let (upstream, local) = self.resolve_tool(name)?;
+        upstream
+            .catalog()
+            .tools
+            .iter()
+            .find(|t| t.name == local)
+            .cloned()
     }
 
     /// The upstream and upstream prompt name behind a client-visible prompt name.

@@ -142,23 +142,10 @@ impl DefinitionStore {
         server: &str,
         items: &[(&str, &str, &str)],
     ) -> Result<Vec<DefinitionState>, DefinitionError> {
-        use std::collections::{HashMap, HashSet};
+        use std::collections::HashSet;
         let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query(
-            "SELECT tool, definition_hash, state FROM tool_definitions WHERE server = $1",
-        )
-        .bind(server)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut known: HashMap<(String, String), DefinitionState> = HashMap::new();
-        let mut tools: HashSet<String> = HashSet::new();
-        for row in rows {
-            let state: String = row.try_get("state")?;
-            let state = DefinitionState::parse(&state).ok_or(DefinitionError::BadState(state))?;
-            let tool: String = row.try_get("tool")?;
-            tools.insert(tool.clone());
-            known.insert((tool, row.try_get("definition_hash")?), state);
-        }
+        let mut known = server_states(&mut *tx, server).await?;
+        let mut tools: HashSet<String> = known.keys().map(|(tool, _)| tool.clone()).collect();
         let now = crate::db::now();
         let mut inserted = false;
         let mut states = Vec::with_capacity(items.len());
@@ -198,22 +185,7 @@ impl DefinitionStore {
         if inserted {
             // Another replica may have recorded the same new definition first; what is stored
             // wins. One read of the server's rows settles every item.
-            let rows = sqlx::query(
-                "SELECT tool, definition_hash, state FROM tool_definitions WHERE server = $1",
-            )
-            .bind(server)
-            .fetch_all(&self.pool)
-            .await?;
-            let mut stored: HashMap<(String, String), DefinitionState> = HashMap::new();
-            for row in rows {
-                let state: String = row.try_get("state")?;
-                let state =
-                    DefinitionState::parse(&state).ok_or(DefinitionError::BadState(state))?;
-                stored.insert(
-                    (row.try_get("tool")?, row.try_get("definition_hash")?),
-                    state,
-                );
-            }
+            let stored = server_states(&self.pool, server).await?;
             for (state, (tool, hash, _)) in states.iter_mut().zip(items) {
                 if let Some(s) = stored.get(&((*tool).to_owned(), (*hash).to_owned())) {
                     *state = *s;
@@ -356,6 +328,31 @@ impl DefinitionStore {
         tracing::info!(target: "audit", event = "tool rejected", server, tool, definition_hash = %candidate.definition_hash, by, "tool definition decided");
         Ok(candidate)
     }
+}
+
+/// Every recorded state of one server's tools, by (tool, definition hash).
+async fn server_states<'e, E>(
+    executor: E,
+    server: &str,
+) -> Result<std::collections::HashMap<(String, String), DefinitionState>, DefinitionError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let rows =
+        sqlx::query("SELECT tool, definition_hash, state FROM tool_definitions WHERE server = $1")
+            .bind(server)
+            .fetch_all(executor)
+            .await?;
+    let mut states = std::collections::HashMap::new();
+    for row in rows {
+        let state: String = row.try_get("state")?;
+        let state = DefinitionState::parse(&state).ok_or(DefinitionError::BadState(state))?;
+        states.insert(
+            (row.try_get("tool")?, row.try_get("definition_hash")?),
+            state,
+        );
+    }
+    Ok(states)
 }
 
 fn definition_from_row(row: &sqlx::any::AnyRow) -> Result<Definition, DefinitionError> {
