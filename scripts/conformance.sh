@@ -105,6 +105,9 @@ start_gateway() {
 [storage]
 data_dir = "$work/data"
 
+[auth]
+anonymous = true
+
 [routing]
 pass_through = true
 

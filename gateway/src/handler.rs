@@ -17,18 +17,80 @@ use rmcp::{
     service::{NotificationContext, RequestContext, SubscriptionContext},
 };
 
-use crate::{Gateway, pipeline, session::SessionGuard};
+use crate::{Gateway, identity::Identity, pipeline, policy::Target, session::SessionGuard};
 
 /// Serves one client session.
 pub struct GatewayHandler {
     gateway: Arc<Gateway>,
     session: SessionGuard,
+    /// The identity of every request, for a front door with one client (stdio). `None` on HTTP,
+    /// where each request carries the identity the front door established.
+    fixed_identity: Option<Identity>,
+    /// The client a session belongs to, from its first request: a session id presented with
+    /// another client's credentials is refused, so a leaked session id is not a way in.
+    owner: std::sync::OnceLock<String>,
 }
 
 impl GatewayHandler {
+    /// A handler for the HTTP front door, whose requests carry their identity.
     pub fn new(gateway: Arc<Gateway>) -> Self {
         let session = gateway.sessions.open();
-        Self { gateway, session }
+        Self {
+            gateway,
+            session,
+            fixed_identity: None,
+            owner: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// A handler for the stdio front door: the client is the one the config names.
+    pub fn stdio(gateway: Arc<Gateway>) -> Self {
+        let identity = gateway.access.stdio_identity.clone();
+        let mut handler = Self::new(gateway);
+        handler.fixed_identity = Some(identity);
+        handler
+    }
+
+    /// The identity a request acts for. Every HTTP request has one (the front door refuses
+    /// requests without), so its absence is an internal error, never anonymous access.
+    fn identity(&self, extensions: &rmcp::model::Extensions) -> Result<Identity, McpError> {
+        let identity = match &self.fixed_identity {
+            Some(identity) => identity.clone(),
+            None => extensions
+                .get::<http::request::Parts>()
+                .and_then(|parts| parts.extensions.get::<Identity>())
+                .cloned()
+                .ok_or_else(|| McpError::internal_error("the request has no identity", None))?,
+        };
+        let owner = self.owner.get_or_init(|| identity.client.clone());
+        if *owner != identity.client {
+            tracing::warn!(target: "audit", session = self.session.id, owner, client = %identity.client, "session used with another client's credentials");
+            return Err(McpError::invalid_request(
+                "this session belongs to another client",
+                None,
+            ));
+        }
+        Ok(identity)
+    }
+
+    fn session_name(&self) -> String {
+        self.session.id.to_string()
+    }
+
+    /// Whether `who` may see `target` in a list answered for `action`.
+    fn visible(&self, who: &Identity, action: &str, target: &Target<'_>) -> bool {
+        self.gateway
+            .access
+            .visible(who, &self.session_name(), action, target)
+    }
+
+    /// Counts a list request against the limits.
+    async fn admit_list(&self, who: &Identity, method: &str) -> Result<(), McpError> {
+        self.gateway
+            .access
+            .admit_list(who, method)
+            .await
+            .map_err(|r| r.into_error(|| unexpected(method)))
     }
 
     async fn relay(
@@ -194,9 +256,22 @@ impl ServerHandler for GatewayHandler {
     async fn list_tools(
         &self,
         request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        let page = self.gateway.registry.tools(cursor(&request))?;
+        let who = self.identity(&context.extensions)?;
+        self.admit_list(&who, "tools/list").await?;
+        let naming = &self.gateway.registry.naming;
+        let page = self
+            .gateway
+            .registry
+            .tools(cursor(&request), |tool, server, trust| {
+                let local = naming
+                    .split_name(&tool.name)
+                    .map(|(_, local)| local)
+                    .unwrap_or_default();
+                let target = Target::tool(&tool.name, server, local, tool, trust);
+                self.visible(&who, "tools/list", &target)
+            })?;
         let mut result = ListToolsResult::with_all_items(page.items);
         result.next_cursor = page.next_cursor;
         Ok(result)
@@ -207,12 +282,31 @@ impl ServerHandler for GatewayHandler {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
+        // The order of checks of the design: the identity was established at the front door;
+        // resolving the name finds only served (verified or pinned) tools; then policy, rate
+        // limits and argument validation (`Access::admit_call`); then dispatch.
+        let who = self.identity(&context.extensions)?;
         let name = request.name.to_string();
-        let Some((upstream, local)) = self.gateway.registry.resolve_tool(&name) else {
+        let Some(tool) = self.gateway.registry.lookup_tool(&name) else {
             return Err(Self::unknown_tool(&name));
         };
+        let upstream = tool.upstream;
         let mut upstream_request = request;
-        upstream_request.name = local.to_owned().into();
+        upstream_request.name = tool.local.to_owned().into();
+        // A retry carrying the gateway's requestState continues a call admitted already.
+        if gateway_state(&upstream_request.request_state).is_none() {
+            self.gateway
+                .access
+                .admit_call(
+                    &who,
+                    &self.session_name(),
+                    &name,
+                    &tool,
+                    upstream_request.arguments.as_ref(),
+                )
+                .await
+                .map_err(|refusal| refusal.into_error(|| Self::unknown_tool(&name)))?;
+        }
         if let Some(token) = gateway_state(&upstream_request.request_state) {
             let result = pipeline::resume(
                 &self.gateway.sessions,
@@ -241,6 +335,7 @@ impl ServerHandler for GatewayHandler {
             .await?;
             match result {
                 ServerResult::CallToolResult(result) => {
+                    self.gateway.access.check_output(&tool, &result)?;
                     return Ok(CallToolResponse::Complete(result));
                 }
                 ServerResult::InputRequiredResult(result) if legacy_client => {
@@ -271,9 +366,23 @@ impl ServerHandler for GatewayHandler {
     async fn list_prompts(
         &self,
         request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, McpError> {
-        let page = self.gateway.registry.prompts(cursor(&request))?;
+        let who = self.identity(&context.extensions)?;
+        self.admit_list(&who, "prompts/list").await?;
+        let naming = &self.gateway.registry.naming;
+        let page = self
+            .gateway
+            .registry
+            .prompts(cursor(&request), |name, server| {
+                let local = naming.split_name(name).map(|(_, l)| l).unwrap_or_default();
+                let target = Target::Prompt {
+                    name,
+                    server,
+                    local,
+                };
+                self.visible(&who, "prompts/list", &target)
+            })?;
         let mut result = ListPromptsResult::with_all_items(page.items);
         result.next_cursor = page.next_cursor;
         Ok(result)
@@ -284,13 +393,34 @@ impl ServerHandler for GatewayHandler {
         mut request: GetPromptRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, McpError> {
+        let who = self.identity(&context.extensions)?;
         let name = request.name.clone();
+        let unknown = || McpError::invalid_params(format!("Unknown prompt: {name}"), None);
         let Some((upstream, local)) = self.gateway.registry.resolve_prompt(&name) else {
-            return Err(McpError::invalid_params(
-                format!("Unknown prompt: {name}"),
-                None,
-            ));
+            return Err(unknown());
         };
+        if gateway_state(&request.request_state).is_none() {
+            let arguments: Option<serde_json::Map<String, serde_json::Value>> = request
+                .arguments
+                .as_ref()
+                .map(|a| a.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
+            let target = Target::Prompt {
+                name: &name,
+                server: &upstream.name,
+                local,
+            };
+            self.gateway
+                .access
+                .admit(
+                    &who,
+                    &self.session_name(),
+                    "prompts/get",
+                    &target,
+                    arguments.as_ref(),
+                )
+                .await
+                .map_err(|refusal| refusal.into_error(unknown))?;
+        }
         request.name = local.to_owned();
         let server = upstream.spec.name.clone();
         if let Some(token) = gateway_state(&request.request_state) {
@@ -339,9 +469,16 @@ impl ServerHandler for GatewayHandler {
     async fn list_resources(
         &self,
         request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, McpError> {
-        let page = self.gateway.registry.resources(cursor(&request))?;
+        let who = self.identity(&context.extensions)?;
+        self.admit_list(&who, "resources/list").await?;
+        let page = self
+            .gateway
+            .registry
+            .resources(cursor(&request), |uri, server| {
+                self.visible(&who, "resources/list", &Target::Resource { uri, server })
+            })?;
         let mut result = ListResourcesResult::with_all_items(page.items);
         result.next_cursor = page.next_cursor;
         Ok(result)
@@ -350,8 +487,12 @@ impl ServerHandler for GatewayHandler {
     async fn list_resource_templates(
         &self,
         request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, McpError> {
+        // Templates are not resources; reading a resource made from one is decided by policy
+        // (`resources/read`) on its concrete URI.
+        let who = self.identity(&context.extensions)?;
+        self.admit_list(&who, "resources/templates/list").await?;
         let page = self.gateway.registry.templates(cursor(&request))?;
         let mut result = ListResourceTemplatesResult::with_all_items(page.items);
         result.next_cursor = page.next_cursor;
@@ -363,10 +504,20 @@ impl ServerHandler for GatewayHandler {
         mut request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
+        let who = self.identity(&context.extensions)?;
         let uri = request.uri.clone();
         let Some((upstream, local)) = self.gateway.registry.resolve_uri(&uri) else {
             return Err(Self::unknown_resource(&uri));
         };
+        let target = Target::Resource {
+            uri: &uri,
+            server: &upstream.name,
+        };
+        self.gateway
+            .access
+            .admit(&who, &self.session_name(), "resources/read", &target, None)
+            .await
+            .map_err(|refusal| refusal.into_error(|| Self::unknown_resource(&uri)))?;
         let server = upstream.spec.name.clone();
         request.uri = local.to_owned();
         match self
@@ -402,12 +553,20 @@ impl ServerHandler for GatewayHandler {
     async fn subscribe(
         &self,
         request: SubscribeRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
+        let who = self.identity(&context.extensions)?;
         let uri = request.uri;
         let Some((upstream, local)) = self.gateway.registry.resolve_uri(&uri) else {
             return Err(Self::unknown_resource(&uri));
         };
+        let target = Target::Resource {
+            uri: &uri,
+            server: &upstream.name,
+        };
+        if !self.visible(&who, "resources/read", &target) {
+            return Err(Self::unknown_resource(&uri));
+        }
         if self.gateway.sessions.subscribe(self.session.id, &uri)
             && let Err(e) = upstream.want(local).await
         {

@@ -3,18 +3,23 @@
 //! Start with [`Gateway::start`], then serve it through a front door in [`front`].
 //! `ARCHITECTURE.md` at the repository root walks through one request's path.
 
+pub mod access;
 pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod front;
 pub mod handler;
+pub mod identity;
+pub mod limits;
 pub mod naming;
 pub mod pipeline;
+pub mod policy;
 pub mod registry;
 pub mod security;
 pub mod session;
 pub mod store;
 pub mod upstream;
+pub mod validate;
 
 use std::sync::Arc;
 
@@ -33,19 +38,23 @@ use crate::{
 pub struct Gateway {
     pub config: Config,
     pub registry: Registry,
+    /// Identity, policy, limits and validators.
+    pub access: access::Access,
     pub sessions: Arc<Sessions>,
     shutdown: CancellationToken,
     supervisors: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Gateway {
-    /// Registers the configured servers and starts a supervisor for each. Returns at once: the
-    /// upstreams connect in the background, and their tools appear as they do.
-    pub fn start(
+    /// Registers the configured servers and starts a supervisor for each. Returns once the
+    /// policy is loaded and the limits are set up: the upstreams connect in the background,
+    /// and their tools appear as they do.
+    pub async fn start(
         config: Config,
         launcher: Arc<dyn ProcessLauncher>,
         store: &store::Store,
-    ) -> Arc<Self> {
+    ) -> Result<Arc<Self>, String> {
+        let access = access::Access::new(&config, store.api_keys()).await?;
         let naming = match (
             config.routing.pass_through,
             config.servers.iter().find(|s| s.enabled),
@@ -83,6 +92,7 @@ impl Gateway {
             .collect();
         let gateway = Arc::new(Self {
             registry: Registry::new(upstreams, naming, config.routing.page_size),
+            access,
             config,
             sessions,
             shutdown,
@@ -92,7 +102,14 @@ impl Gateway {
             gateway.sessions.clone(),
             changes.subscribe(),
         ));
-        gateway
+        tokio::spawn(
+            gateway
+                .access
+                .policy
+                .clone()
+                .watch(gateway.shutdown.child_token()),
+        );
+        Ok(gateway)
     }
 
     /// Stops every upstream (their processes are killed) and ends the change announcer.

@@ -1,5 +1,7 @@
 //! The `mcp-gateway` command line: serve over HTTP or stdio, check a config, manage servers.
 
+mod access_cli;
+
 use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
 use anyhow::Context;
@@ -94,6 +96,16 @@ enum Command {
     Bundle {
         #[command(subcommand)]
         command: BundleCommand,
+    },
+    /// Create, list and revoke the API keys of clients.
+    Clients {
+        #[command(subcommand)]
+        command: access_cli::ClientsCommand,
+    },
+    /// Check a Cedar policy file, or explain the decision on one request.
+    Policy {
+        #[command(subcommand)]
+        command: access_cli::PolicyCommand,
     },
     /// List, add, rotate or remove pinned SchemaPin keys.
     Pins {
@@ -486,6 +498,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         },
         Command::Pins { command } => pins(command).await,
+        Command::Clients { command } => access_cli::clients(command).await,
+        Command::Policy { command } => access_cli::policy(command).await,
         Command::Tools { command } => tools(command).await,
         Command::Bundle { command } => bundle(command).await,
         Command::Revoke {
@@ -953,6 +967,8 @@ async fn start(path: &std::path::Path) -> anyhow::Result<(Arc<Gateway>, Store)> 
             path.display()
         );
     }
-    let gateway = Gateway::start(config, Arc::new(ChildProcessLauncher), &store);
+    let gateway = Gateway::start(config, Arc::new(ChildProcessLauncher), &store)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok((gateway, store))
 }

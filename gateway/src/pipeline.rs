@@ -254,6 +254,8 @@ struct Call {
     response: oneshot::Receiver<Result<ServerResult, ServiceError>>,
     back_rx: mpsc::Receiver<BackMessage>,
     _inflight: InflightGuard,
+    /// The call's slot under the server's `max_concurrent`, held until the call ends.
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
     deadline: tokio::time::Instant,
     timeout: Duration,
     started: Instant,
@@ -267,6 +269,33 @@ impl Call {
         request: ClientRequest,
         ctx: &RequestContext<RoleServer>,
     ) -> Result<Self, McpError> {
+        let timeout = upstream.spec.call_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        // A server with `max_concurrent` takes that many calls at once; the rest wait for a
+        // slot, within their own call timeout.
+        let slot = match upstream.slots() {
+            Some(slots) => {
+                match tokio::time::timeout_at(deadline, slots.clone().acquire_owned()).await {
+                    Ok(Ok(permit)) => Some(permit),
+                    Ok(Err(_closed)) => {
+                        return Err(McpError::internal_error(
+                            "the server is shutting down",
+                            None,
+                        ));
+                    }
+                    Err(_elapsed) => {
+                        return Err(McpError::internal_error(
+                            format!(
+                                "server `{}` is busy: no free slot within the call timeout",
+                                upstream.spec.name
+                            ),
+                            None,
+                        ));
+                    }
+                }
+            }
+            None => None,
+        };
         // A legacy-era client has a session the upstream may keep state for; 2026-07-28 is
         // stateless.
         let dedicated = ctx
@@ -292,7 +321,6 @@ impl Call {
             ctx.meta.get_progress_token(),
             back_tx,
         );
-        let timeout = upstream.spec.call_timeout;
         Ok(Self {
             server: upstream.name.clone(),
             method,
@@ -301,7 +329,8 @@ impl Call {
             response: handle.rx,
             back_rx,
             _inflight: inflight,
-            deadline: tokio::time::Instant::now() + timeout,
+            _slot: slot,
+            deadline,
             timeout,
             started: Instant::now(),
         })
@@ -417,7 +446,7 @@ fn service_error(server: &str, source: ServiceError) -> McpError {
         }),
         source => upstream_error(UpstreamError::Service {
             server: server.to_owned(),
-            source,
+            source: Box::new(source),
         }),
     }
 }

@@ -12,13 +12,37 @@ use rmcp::{
     model::{Prompt, Resource, ResourceTemplate, Tool},
 };
 
-use crate::{naming::Naming, upstream::Upstream};
+use crate::{
+    naming::Naming,
+    upstream::{Catalog, ToolTrust, Upstream},
+};
 
 /// The registered upstreams, by name.
 pub struct Registry {
     upstreams: BTreeMap<String, Arc<Upstream>>,
     pub naming: Naming,
     page_size: usize,
+}
+
+/// A tool found for a call: its upstream, its upstream name, and its definition and trust state
+/// in the catalog it was found in.
+pub struct ToolRef<'a> {
+    pub upstream: &'a Arc<Upstream>,
+    pub local: &'a str,
+    catalog: Arc<Catalog>,
+    index: usize,
+}
+
+impl ToolRef<'_> {
+    /// The definition as the upstream lists it.
+    pub fn tool(&self) -> &Tool {
+        // `index` was found in this very catalog, which cannot change under the Arc.
+        &self.catalog.tools[self.index]
+    }
+
+    pub fn trust(&self) -> Option<&ToolTrust> {
+        self.catalog.states.get(self.local)
+    }
 }
 
 /// One page of a list, and the cursor of the next page.
@@ -63,6 +87,20 @@ impl Registry {
             .then_some((upstream, local))
     }
 
+    /// A client-visible tool that [`Self::resolve_tool`] resolves, with its definition and
+    /// trust state, for the checks of a call.
+    pub fn lookup_tool<'a>(&'a self, name: &'a str) -> Option<ToolRef<'a>> {
+        let (upstream, local) = self.resolve_tool(name)?;
+        let catalog = upstream.catalog();
+        let index = catalog.tools.iter().position(|t| t.name == local)?;
+        Some(ToolRef {
+            upstream,
+            local,
+            catalog,
+            index,
+        })
+    }
+
     /// The upstream definition of a client-visible tool that [`Self::resolve_tool`] resolves.
     pub fn tool_definition(&self, name: &str) -> Option<Tool> {
         let (upstream, local) = self.resolve_tool(name)?;
@@ -92,7 +130,14 @@ impl Registry {
         Some((self.upstreams.get(server)?, local))
     }
 
-    pub fn tools(&self, cursor: Option<&str>) -> Result<Page<Tool>, McpError> {
+    /// One page of the served tools that `visible` keeps. `visible` sees each tool under its
+    /// client-visible name, with its server and trust state. Pages are cut after filtering, so
+    /// a hidden tool is in no page and leaves no gap.
+    pub fn tools(
+        &self,
+        cursor: Option<&str>,
+        visible: impl Fn(&Tool, &str, Option<&ToolTrust>) -> bool,
+    ) -> Result<Page<Tool>, McpError> {
         self.page(cursor, |server, catalog, out| {
             let Some(upstream) = self.upstreams.get(server) else {
                 return;
@@ -101,30 +146,43 @@ impl Registry {
                 .tools
                 .iter()
                 .filter(|tool| upstream.serves(catalog, &tool.name));
-            out.extend(served.map(|tool| {
+            out.extend(served.filter_map(|tool| {
                 let mut tool = tool.clone();
+                let trust = catalog.states.get(tool.name.as_ref());
                 tool.name = self.naming.name(server, &tool.name).into();
-                tool
+                visible(&tool, server, trust).then_some(tool)
             }))
         })
     }
 
-    pub fn prompts(&self, cursor: Option<&str>) -> Result<Page<Prompt>, McpError> {
+    /// One page of the prompts that `visible` keeps (called with the client-visible name and
+    /// the server).
+    pub fn prompts(
+        &self,
+        cursor: Option<&str>,
+        visible: impl Fn(&str, &str) -> bool,
+    ) -> Result<Page<Prompt>, McpError> {
         self.page(cursor, |server, catalog, out| {
-            out.extend(catalog.prompts.iter().map(|prompt| {
+            out.extend(catalog.prompts.iter().filter_map(|prompt| {
                 let mut prompt = prompt.clone();
                 prompt.name = self.naming.name(server, &prompt.name);
-                prompt
+                visible(&prompt.name, server).then_some(prompt)
             }))
         })
     }
 
-    pub fn resources(&self, cursor: Option<&str>) -> Result<Page<Resource>, McpError> {
+    /// One page of the resources that `visible` keeps (called with the client-visible URI and
+    /// the server).
+    pub fn resources(
+        &self,
+        cursor: Option<&str>,
+        visible: impl Fn(&str, &str) -> bool,
+    ) -> Result<Page<Resource>, McpError> {
         self.page(cursor, |server, catalog, out| {
-            out.extend(catalog.resources.iter().map(|resource| {
+            out.extend(catalog.resources.iter().filter_map(|resource| {
                 let mut resource = resource.clone();
                 resource.uri = self.naming.uri(server, &resource.uri);
-                resource
+                visible(&resource.uri, server).then_some(resource)
             }))
         })
     }

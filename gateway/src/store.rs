@@ -93,6 +93,11 @@ impl Store {
         keys::revocations::RevocationStore::new(self.pool.clone())
     }
 
+    /// The API keys of clients, over the same database.
+    pub fn api_keys(&self) -> crate::identity::api_keys::ApiKeys {
+        crate::identity::api_keys::ApiKeys::new(self.pool.clone())
+    }
+
     /// The key pin store, over the same database.
     pub fn pins(&self) -> keys::pins::PinStore {
         keys::pins::PinStore::new(self.pool.clone())

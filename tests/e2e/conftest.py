@@ -62,6 +62,9 @@ def gateway_config(tmp_path: Path) -> Path:
 [storage]
 data_dir = {_toml_string(tmp_path / "data")}
 
+[auth]
+anonymous = true
+
 [timeouts]
 call_secs = {CALL_SECS}
 

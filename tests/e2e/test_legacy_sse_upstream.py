@@ -45,6 +45,9 @@ def sse_gateway_url(tmp_path: Path, sse_upstream: str, gateway_log: Callable[[st
 [storage]
 data_dir = {_toml_string(tmp_path / "data")}
 
+[auth]
+anonymous = true
+
 [servers.old]
 url = {_toml_string(sse_upstream)}
 type = "sse"

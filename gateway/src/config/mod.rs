@@ -4,6 +4,7 @@
 //! with file and line), interpolates `${VAR}` in values that may hold secrets, applies secure
 //! defaults and validates it into [`Config`], which the rest of the gateway uses.
 
+pub mod access;
 pub mod import;
 pub mod interpolate;
 pub mod raw;
@@ -50,6 +51,9 @@ pub struct Config {
     pub storage: StorageConfig,
     pub routing: RoutingConfig,
     pub trust: TrustConfig,
+    pub auth: access::AuthConfig,
+    pub policy: access::PolicyConfig,
+    pub limits: crate::limits::LimitsConfig,
     pub servers: Vec<ServerSpec>,
 }
 
@@ -121,6 +125,8 @@ pub struct ServerSpec {
     pub signed_tools: BTreeMap<String, SignedTool>,
     /// Accept single-hash signatures (SchemaPin's Go SDK).
     pub allow_single_hash: bool,
+    /// Most requests relayed at once.
+    pub max_concurrent: Option<usize>,
 }
 
 /// One entry of a signed-tools manifest.
@@ -341,8 +347,17 @@ impl Config {
                 );
             }
         }
+        let section_error = |section: &str, message: String| {
+            ConfigError::new(path, section_line(text, section), message)
+        };
+        let auth = access::auth(&raw.auth, &base).map_err(|m| section_error("auth", m))?;
+        let policy = access::policy(&raw.policy, &base).map_err(|m| section_error("policy", m))?;
+        let limits = access::limits(&raw.limits, vars).map_err(|m| section_error("limits", m))?;
         Ok(Self {
             source: path.to_owned(),
+            auth,
+            policy,
+            limits,
             listen,
             storage: StorageConfig {
                 data_dir,
@@ -375,6 +390,17 @@ impl Config {
             servers,
         })
     }
+}
+
+/// The line of the first header of `[section]` (or `[section.` / `[[section.`), if any.
+fn section_line(text: &str, section: &str) -> Option<usize> {
+    text.lines()
+        .position(|line| {
+            let line = line.trim_start().trim_start_matches('[');
+            line.strip_prefix(section)
+                .is_some_and(|rest| rest.starts_with(']') || rest.starts_with('.'))
+        })
+        .map(|index| index + 1)
 }
 
 /// 1-based line number of a byte offset.
@@ -596,6 +622,10 @@ pub fn validate_server(
         discover,
         signed_tools,
         allow_single_hash: raw.allow_single_hash.unwrap_or(false),
+        max_concurrent: match raw.max_concurrent {
+            Some(0) => return Err(format!("{}: must be at least 1", key("max_concurrent"))),
+            other => other,
+        },
     })
 }
 

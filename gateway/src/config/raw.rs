@@ -29,6 +29,15 @@ pub struct RawConfig {
     /// How publisher keys are found.
     #[serde(default)]
     pub trust: RawTrust,
+    /// Who may connect, and how clients prove who they are.
+    #[serde(default)]
+    pub auth: RawAuth,
+    /// Which client may use which tool, resource and prompt.
+    #[serde(default)]
+    pub policy: RawPolicy,
+    /// How often clients may call, per client, tool, server and in total.
+    #[serde(default)]
+    pub limits: RawLimits,
     /// Files in the `mcpServers` JSON format of Claude Desktop, Cursor and VS Code whose servers are
     /// registered as if they were written under `[servers]`. Relative paths are resolved against
     /// the directory of this file.
@@ -106,6 +115,105 @@ pub struct RawTrust {
     pub bundles: Option<Vec<String>>,
 }
 
+/// Who may connect to the HTTP front door, and as whom.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// Accept requests without credentials, as the client `anonymous` in the group `anonymous`.
+    /// Default `false`: a request without credentials gets HTTP 401. API keys created with
+    /// `mcp-gateway clients create` are accepted as `Authorization: Bearer mgw_...` either way.
+    pub anonymous: Option<bool>,
+    /// Trusted issuers of JWT bearer tokens.
+    #[serde(default)]
+    pub jwt: Vec<RawJwt>,
+    /// The client name of the stdio front door (`mcp-gateway stdio`), whose client is the
+    /// process that started it. Default `stdio`.
+    pub stdio_client: Option<String>,
+    /// The groups of the stdio client. Default none.
+    pub stdio_groups: Option<Vec<String>>,
+}
+
+/// One trusted JWT issuer.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwt {
+    /// The required `iss` claim.
+    pub issuer: String,
+    /// Accepted `aud` values; a token must name at least one.
+    pub audience: Vec<String>,
+    /// URL of the issuer's JWKS (HTTPS, or `http://` to a loopback address when
+    /// `allow_http_loopback` is set). Exactly one of `jwks_url` and `keys` is required.
+    pub jwks_url: Option<String>,
+    /// PEM public key files (RSA, EC or Ed25519), relative to this file.
+    pub keys: Option<Vec<String>>,
+    /// Accepted signature algorithms. Default `["RS256", "ES256"]`. HMAC algorithms (`HS*`)
+    /// are refused: a public key must never serve as a shared secret.
+    pub algorithms: Option<Vec<String>>,
+    /// The claim that names the client. Default `sub`.
+    pub subject_claim: Option<String>,
+    /// The claim that lists the client's groups (an array of strings or a space-separated
+    /// string). Default `groups`.
+    pub groups_claim: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds. Default 30.
+    pub leeway_secs: Option<u64>,
+    /// Allow `jwks_url` over plain HTTP to a loopback address (tests, local identity
+    /// providers). Default `false`.
+    pub allow_http_loopback: Option<bool>,
+}
+
+/// Which client may use which tool, resource and prompt.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    /// A Cedar policy file (schema: `schemas/policy.cedarschema`), relative to this file. It is
+    /// reloaded when it changes and on SIGHUP; a new file with errors is reported and the old
+    /// policy stays in force. Default: every authenticated client may list and use everything
+    /// the gateway serves.
+    pub file: Option<String>,
+    /// What to do when a tool's structured result does not match its `outputSchema`: `warn`
+    /// (default: log it and pass the result on) or `refuse` (answer with an error instead).
+    pub output_schema: Option<String>,
+}
+
+/// How often clients may call.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// `local` (default: counted in this process) or `redis` (shared by every gateway that uses
+    /// the same Redis).
+    pub backend: Option<String>,
+    /// The Redis URL, for `backend = "redis"`; may use `${VAR}`.
+    pub redis_url: Option<String>,
+    /// When Redis cannot be reached: `deny` (default: refuse calls) or `local` (count in this
+    /// process until Redis is back). Either way the gateway logs it and `/readyz` says so.
+    pub on_redis_error: Option<String>,
+    /// Key prefix in Redis. Default `mcp-gateway`.
+    pub redis_prefix: Option<String>,
+    /// The limits. A call must fit in every limit that applies to it.
+    #[serde(default)]
+    pub rules: Vec<RawLimitRule>,
+}
+
+/// One rate limit.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimitRule {
+    /// Which calls share one budget: `global`, `server` (one per server), `client` (one per
+    /// client) or `client-tool` (one per client and tool).
+    pub scope: String,
+    /// MCP methods counted, e.g. `["tools/call"]`, `["resources/read"]`, `["tools/list"]`.
+    /// Default: every method the gateway relays or lists.
+    pub methods: Option<Vec<String>>,
+    /// Count only calls to this server.
+    pub server: Option<String>,
+    /// Calls allowed per `per_secs`.
+    pub requests: u32,
+    /// The window, in seconds.
+    pub per_secs: u64,
+    /// Calls allowed at once after a quiet period. Default `requests`.
+    pub burst: Option<u32>,
+}
+
 /// Time limits applied to upstreams.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -152,6 +260,9 @@ pub struct RawServer {
     pub sessions: Option<String>,
     /// Longest time one relayed request may take, in seconds. Default: `timeouts.call_secs`.
     pub call_timeout_secs: Option<u64>,
+    /// Most requests relayed to this server at once; more wait for a free slot (up to the call
+    /// timeout). Default: no limit.
+    pub max_concurrent: Option<usize>,
     /// Set to `false` to keep the server registered but not started. Default `true`.
     pub enabled: Option<bool>,
     /// How the server's tools are trusted.

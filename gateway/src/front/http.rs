@@ -47,8 +47,14 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         mcp_config,
     );
     let body_limit = gateway.config.listen.max_body_bytes;
+    let auth_gateway = gateway.clone();
     let mcp = Router::new()
         .route_service(&gateway.config.listen.path, mcp)
+        // Every MCP request (POST, GET stream, DELETE) carries a client identity from here on,
+        // or is answered 401; the handler reads it from the request's extensions.
+        .layer(middleware::from_fn(move |request, next| {
+            authenticate(auth_gateway.clone(), request, next)
+        }))
         // Malformed bodies are answered here with JSON-RPC errors (-32700, -32600) instead of
         // the transport's plain-text 400, and oversized ones with 413 before any parsing.
         .layer(middleware::from_fn(move |request, next| {
@@ -59,6 +65,36 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(gateway)
+}
+
+/// Establishes the client's identity, or answers 401 with a JSON-RPC error body.
+async fn authenticate(gateway: Arc<Gateway>, mut request: Request, next: Next) -> Response {
+    match gateway
+        .access
+        .authenticator
+        .authenticate(request.headers())
+        .await
+    {
+        Ok(identity) => {
+            request.extensions_mut().insert(identity);
+            next.run(request).await
+        }
+        Err(e) => {
+            // The reason is for the operator; the client learns only that it is unauthorized.
+            tracing::info!(target: "audit", error = %e, "request refused: unauthorized");
+            let mut response = jsonrpc_error(
+                StatusCode::UNAUTHORIZED,
+                serde_json::Value::Null,
+                -32001,
+                "unauthorized".to_owned(),
+            );
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"mcp-gateway\""),
+            );
+            response
+        }
+    }
 }
 
 /// Ready when every enabled upstream is connected; the body lists each upstream's state.

@@ -15,7 +15,7 @@ pub async fn serve(gateway: Arc<Gateway>) -> anyhow::Result<()> {
     // timeout has passed, after which the ones that are up are served).
     let _ =
         tokio::time::timeout(gateway.config.routing.connect_timeout, gateway.wait_ready()).await;
-    let handler = GatewayHandler::new(gateway.clone());
+    let handler = GatewayHandler::stdio(gateway.clone());
     let service = handler.serve(rmcp::transport::stdio()).await?;
     let _ = service.waiting().await;
     Ok(())

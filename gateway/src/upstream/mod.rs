@@ -70,6 +70,8 @@ pub struct ToolTrust {
     /// Trust on first use of the definition.
     pub definition: DefinitionState,
     pub signature: SignatureCheck,
+    /// The definition hash (`verifier::definition_hash`) of the definition this is about.
+    pub hash: String,
 }
 
 /// The outcome of checking a tool's SchemaPin signature.
@@ -157,8 +159,9 @@ pub enum UpstreamError {
     #[error("server `{server}` failed: {source}")]
     Service {
         server: String,
+        // Boxed: the error is large and travels in every upstream `Result`.
         #[source]
-        source: ServiceError,
+        source: Box<ServiceError>,
     },
 }
 
@@ -180,6 +183,8 @@ pub struct Upstream {
     context: std::sync::OnceLock<SupervisorContext>,
     /// In `per-client` mode, the connection of each client session that has used this server.
     per_client: tokio::sync::Mutex<std::collections::HashMap<SessionId, Connection>>,
+    /// Slots for requests in flight, when the server has `max_concurrent`.
+    slots: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// Everything an upstream's supervisor needs from the gateway.
@@ -221,7 +226,6 @@ impl Upstream {
         };
         Arc::new(Self {
             name: spec.name.as_str().into(),
-            spec,
             state: tokio::sync::watch::Sender::new(state),
             peer: RwLock::new(None),
             catalog: RwLock::new(Arc::default()),
@@ -231,7 +235,16 @@ impl Upstream {
             wanted_changed: tokio::sync::Notify::new(),
             context: std::sync::OnceLock::new(),
             per_client: tokio::sync::Mutex::new(std::collections::HashMap::new()),
+            slots: spec
+                .max_concurrent
+                .map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
+            spec,
         })
+    }
+
+    /// The request slots of a server with `max_concurrent`.
+    pub fn slots(&self) -> Option<&Arc<tokio::sync::Semaphore>> {
+        self.slots.as_ref()
     }
 
     pub fn state(&self) -> UpstreamState {
@@ -417,7 +430,7 @@ impl Upstream {
             Ok(Ok(())) => Ok(()),
             Ok(Err(source)) => Err(UpstreamError::Service {
                 server: self.spec.name.clone(),
-                source,
+                source: Box::new(source),
             }),
             Err(_) => Err(UpstreamError::Timeout {
                 server: self.spec.name.clone(),
@@ -731,6 +744,10 @@ impl Upstream {
             let trust = ToolTrust {
                 definition,
                 signature,
+                hash: record
+                    .as_ref()
+                    .map(|(hash, _)| hash.clone())
+                    .unwrap_or_default(),
             };
             if !self.trusted(&trust) {
                 let served = self.spec.verification == crate::config::VerificationMode::Audit;

@@ -64,8 +64,14 @@ pub(crate) fn database_url(dir: &std::path::Path) -> String {
 /// Like [`start_with_timeouts`], keeping its state in `dir` (which may hold state already).
 pub(crate) async fn start_in(dir: tempfile::TempDir, timeouts: &str, extra: &str) -> TestGateway {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // Tests that are not about authentication connect anonymously.
+    let auth = if extra.contains("[auth]") {
+        ""
+    } else {
+        "[auth]\nanonymous = true\n"
+    };
     let text = format!(
-        "[storage]\ndata_dir = \"{}\"\n[timeouts]\n{timeouts}\n{extra}",
+        "[storage]\ndata_dir = \"{}\"\n{auth}[timeouts]\n{timeouts}\n{extra}",
         dir.path().display()
     );
     let config = Config::parse(&dir.path().join("gateway.toml"), &text, &Vars::fixed([]))
@@ -73,7 +79,9 @@ pub(crate) async fn start_in(dir: tempfile::TempDir, timeouts: &str, extra: &str
     let store = gateway::store::Store::open(&config.storage.database_url)
         .await
         .expect("the test database opens");
-    let gateway = Gateway::start(config, Arc::new(ChildProcessLauncher), &store);
+    let gateway = Gateway::start(config, Arc::new(ChildProcessLauncher), &store)
+        .await
+        .expect("the test gateway starts");
     // Binding before serving means the port is known and accepting before any client connects.
     let listener = front::http::bind("127.0.0.1:0".parse().expect("address"))
         .await

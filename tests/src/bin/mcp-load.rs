@@ -344,7 +344,7 @@ async fn bench(gateway: &Path, calls: usize, levels: &[usize], modern: bool) -> 
         std::fs::write(
             &config,
             format!(
-                "[storage]\ndata_dir = \"{}\"\n[servers.echo]\n{server}",
+                "[storage]\ndata_dir = \"{}\"\n[auth]\nanonymous = true\n[servers.echo]\n{server}",
                 work.join(upstream).display()
             ),
         )?;

@@ -1,0 +1,309 @@
+//! The checks between finding what a request names and sending it upstream, in the design's
+//! order: policy, then rate limits, then argument validation. Authentication happened at the
+//! front door, and verification when the name was resolved (an untrusted tool does not
+//! resolve).
+//!
+//! A request the policy denies is answered exactly as one for a name that does not exist, so
+//! a client cannot learn what it may not use.
+
+use std::{
+    collections::HashMap,
+    num::NonZeroU32,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use rmcp::ErrorData as McpError;
+
+use crate::{
+    config::{Config, access::OutputCheck},
+    identity::{AuthMethod, Authenticator, Identity},
+    limits::{CallKey, Limits, LimitsConfig, Refused, Rule, Scope},
+    policy::{Conditions, RateCondition, Target, reload::PolicyHandle},
+    registry::ToolRef,
+    validate::{Invalid, Validators},
+};
+
+/// JSON-RPC code of a call refused by a rate limit (implementation-defined server error range).
+pub const RATE_LIMITED: i32 = -32029;
+
+/// Why a request is not sent upstream.
+#[derive(Debug)]
+pub enum Refusal {
+    /// The policy denies it: answered as if the name did not exist.
+    Hidden,
+    Limited(Refused),
+    InvalidArguments(Invalid),
+    /// The policy allows it only in a sandbox this gateway cannot provide.
+    SandboxUnavailable(String),
+}
+
+impl Refusal {
+    /// The one mapping of refusals to JSON-RPC errors. `unknown` is the error for a name that
+    /// does not exist, which a hidden name must be indistinguishable from.
+    pub fn into_error(self, unknown: impl FnOnce() -> McpError) -> McpError {
+        match self {
+            Self::Hidden => unknown(),
+            Self::Limited(refused) => {
+                let retry_ms = refused.retry_after.as_millis() as u64;
+                McpError::new(
+                    rmcp::model::ErrorCode(RATE_LIMITED),
+                    refused.to_string(),
+                    Some(serde_json::json!({
+                        "retryAfterMs": retry_ms,
+                        "retryAfterSecs": retry_ms.div_ceil(1000),
+                        "scope": refused.scope.as_str(),
+                        "backendUnavailable": refused.backend_unavailable,
+                    })),
+                )
+            }
+            Self::InvalidArguments(invalid) => McpError::invalid_params(
+                format!("invalid arguments: {invalid}"),
+                Some(serde_json::json!({
+                    "path": invalid.path,
+                    "rule": invalid.rule,
+                    "schemaPath": invalid.schema_path,
+                })),
+            ),
+            Self::SandboxUnavailable(tier) => McpError::internal_error(
+                format!(
+                    "the policy allows this call only in a `{tier}` sandbox, which this gateway \
+                     cannot provide"
+                ),
+                None,
+            ),
+        }
+    }
+}
+
+/// Identity, policy, limits and validators: everything a request is checked against.
+pub struct Access {
+    pub authenticator: Authenticator,
+    pub policy: Arc<PolicyHandle>,
+    pub limits: Limits,
+    pub validators: Validators,
+    pub output_check: OutputCheck,
+    /// The client of the stdio front door.
+    pub stdio_identity: Identity,
+    /// Limits that policies attach with `@rate_limit`, one set per distinct limit.
+    policy_limits: Mutex<HashMap<RateCondition, Arc<Limits>>>,
+}
+
+impl Access {
+    pub async fn new(
+        config: &Config,
+        api_keys: crate::identity::api_keys::ApiKeys,
+    ) -> Result<Self, String> {
+        let policy = PolicyHandle::load(config.policy.file.clone()).map_err(|e| e.to_string())?;
+        let limits = Limits::new(config.limits.clone())
+            .await
+            .map_err(|e| format!("limits: {e}"))?;
+        Ok(Self {
+            authenticator: Authenticator::new(
+                config.auth.anonymous,
+                api_keys,
+                config.auth.issuers.clone(),
+            ),
+            policy: Arc::new(policy),
+            limits,
+            validators: Validators::default(),
+            output_check: config.policy.output_schema,
+            stdio_identity: Identity {
+                client: config.auth.stdio_client.clone(),
+                groups: config.auth.stdio_groups.clone(),
+                via: AuthMethod::Stdio,
+            },
+            policy_limits: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Whether `who` may see `target` in the list answered for `action`.
+    pub fn visible(
+        &self,
+        who: &Identity,
+        session: &str,
+        action: &str,
+        target: &Target<'_>,
+    ) -> bool {
+        self.policy
+            .current()
+            .decide(who, action, target, session, None)
+            .allowed
+    }
+
+    /// Checks a `tools/call` of `tool` (client-visible `name`) with `arguments`.
+    pub async fn admit_call(
+        &self,
+        who: &Identity,
+        session: &str,
+        name: &str,
+        tool: &ToolRef<'_>,
+        arguments: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<Conditions, Refusal> {
+        let trust = tool.trust();
+        let definition = tool.tool();
+        let target = Target::tool(name, &tool.upstream.name, tool.local, definition, trust);
+        let conditions = self.decide(who, session, "tools/call", &target, arguments)?;
+        self.limit(
+            who,
+            "tools/call",
+            &tool.upstream.name,
+            Some(name),
+            &conditions,
+        )
+        .await?;
+        let hash = trust.map(|t| t.hash.as_str()).unwrap_or_default();
+        let empty = serde_json::Map::new();
+        self.validators
+            .check_input(
+                hash,
+                &definition.input_schema,
+                &serde_json::Value::Object(arguments.unwrap_or(&empty).clone()),
+            )
+            .map_err(Refusal::InvalidArguments)?;
+        Ok(conditions)
+    }
+
+    /// Checks a `prompts/get` or `resources/read` of `target`.
+    pub async fn admit(
+        &self,
+        who: &Identity,
+        session: &str,
+        action: &str,
+        target: &Target<'_>,
+        arguments: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<Conditions, Refusal> {
+        let conditions = self.decide(who, session, action, target, arguments)?;
+        let name = match target {
+            Target::Prompt { name, .. } => Some(*name),
+            Target::Resource { .. } | Target::Tool { .. } => None,
+        };
+        self.limit(who, action, target.server(), name, &conditions)
+            .await?;
+        Ok(conditions)
+    }
+
+    /// Counts a list request against the limits that count list methods.
+    pub async fn admit_list(&self, who: &Identity, method: &str) -> Result<(), Refusal> {
+        self.limits
+            .check(&CallKey {
+                method,
+                client: &who.client,
+                server: "",
+                tool: None,
+            })
+            .await
+            .map_err(Refusal::Limited)
+    }
+
+    fn decide(
+        &self,
+        who: &Identity,
+        session: &str,
+        action: &str,
+        target: &Target<'_>,
+        arguments: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<Conditions, Refusal> {
+        let decision = self
+            .policy
+            .current()
+            .decide(who, action, target, session, arguments);
+        if !decision.allowed {
+            tracing::info!(
+                target: "audit",
+                client = %who.client,
+                action,
+                resource = ?target,
+                policies = ?decision.policies,
+                errors = ?decision.errors,
+                "denied by policy"
+            );
+            return Err(Refusal::Hidden);
+        }
+        // No isolation tier exists yet (the sandbox issue), so a call the policy allows only
+        // in a sandbox is refused rather than run without one.
+        if let Some(tier) = &decision.conditions.sandbox {
+            return Err(Refusal::SandboxUnavailable(tier.clone()));
+        }
+        Ok(decision.conditions)
+    }
+
+    async fn limit(
+        &self,
+        who: &Identity,
+        method: &str,
+        server: &str,
+        tool: Option<&str>,
+        conditions: &Conditions,
+    ) -> Result<(), Refusal> {
+        let key = CallKey {
+            method,
+            client: &who.client,
+            server,
+            tool,
+        };
+        self.limits.check(&key).await.map_err(Refusal::Limited)?;
+        if let Some(rate) = conditions.rate_limit {
+            self.policy_limit(rate)
+                .check_local(&key)
+                .map_err(Refusal::Limited)?;
+        }
+        Ok(())
+    }
+
+    /// The per-client-and-tool limiter of a policy's `@rate_limit`. Kept locally: a policy's
+    /// limit is a per-replica guard on top of the configured (possibly shared) limits.
+    fn policy_limit(&self, rate: RateCondition) -> Arc<Limits> {
+        let mut limits = self.policy_limits.lock().unwrap_or_else(|e| e.into_inner());
+        limits
+            .entry(rate)
+            .or_insert_with(|| {
+                let requests = NonZeroU32::new(rate.requests).unwrap_or(NonZeroU32::MIN);
+                Arc::new(Limits::with_clock(
+                    LimitsConfig {
+                        rules: vec![Rule::new(
+                            Scope::ClientTool,
+                            requests,
+                            Duration::from_secs(rate.per_secs),
+                        )],
+                        ..LimitsConfig::default()
+                    },
+                    governor::clock::DefaultClock::default(),
+                ))
+            })
+            .clone()
+    }
+
+    /// Checks a tool's structured result against its `outputSchema`, if it declares one.
+    /// Returns the error to answer with instead when the config says `refuse`.
+    pub fn check_output(
+        &self,
+        tool: &ToolRef<'_>,
+        result: &rmcp::model::CallToolResult,
+    ) -> Result<(), McpError> {
+        let (Some(schema), Some(structured)) = (
+            tool.tool().output_schema.as_ref(),
+            result.structured_content.as_ref(),
+        ) else {
+            return Ok(());
+        };
+        let hash = tool.trust().map(|t| t.hash.as_str()).unwrap_or_default();
+        let Err(invalid) = self.validators.check_output(hash, schema, structured) else {
+            return Ok(());
+        };
+        tracing::warn!(
+            server = %tool.upstream.name,
+            tool = %tool.local,
+            error = %invalid,
+            refused = self.output_check == OutputCheck::Refuse,
+            "structured result does not match the tool's outputSchema"
+        );
+        match self.output_check {
+            OutputCheck::Warn => Ok(()),
+            OutputCheck::Refuse => Err(McpError::internal_error(
+                format!("the tool's result does not match its outputSchema: {invalid}"),
+                None,
+            )),
+        }
+    }
+}
