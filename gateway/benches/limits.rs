@@ -8,6 +8,8 @@ use std::{cell::Cell, num::NonZeroU32, time::Duration};
 use divan::{Bencher, counter::ItemsCount};
 use gateway::limits::{CallKey, Limits, LimitsConfig, Rule, Scope};
 
+// A fixed sample size: left to itself, divan times single iterations when several threads run,
+// and a single check is too short for the timer.
 fn main() {
     divan::main();
 }
@@ -43,7 +45,7 @@ fn key(client: &str) -> CallKey<'_> {
 }
 
 /// Checks the same client's calls over and over.
-#[divan::bench(args = [1, 3], threads = [1, 2])]
+#[divan::bench(args = [1, 3], threads = [1, 2], sample_size = 1000)]
 fn one_key(bencher: Bencher, rules: usize) {
     let limits = limits(rules);
     bencher
@@ -52,7 +54,7 @@ fn one_key(bencher: Bencher, rules: usize) {
 }
 
 /// Checks calls of 10,000 clients in turn, so that every check looks up a different bucket.
-#[divan::bench(args = [1, 3], threads = [1, 2])]
+#[divan::bench(args = [1, 3], threads = [1, 2], sample_size = 1000)]
 fn ten_thousand_keys(bencher: Bencher, rules: usize) {
     let limits = limits(rules);
     let clients: Vec<String> = (0..10_000).map(|i| format!("client-{i}")).collect();

@@ -162,3 +162,69 @@ fn slugs() {
     assert_eq!(import::slug("9lives").as_deref(), Some("lives"));
     assert_eq!(import::slug("___"), None);
 }
+
+#[test]
+fn access_defaults_are_closed_and_errors_name_the_section() {
+    let config = Config::parse(Path::new("/etc/gw/gateway.toml"), "", &vars()).unwrap();
+    assert!(!config.auth.anonymous, "anonymous access is off by default");
+    assert!(config.auth.issuers.is_empty());
+    assert_eq!(config.auth.stdio_client, "stdio");
+    assert!(config.policy.file.is_none());
+    assert_eq!(config.policy.output_schema, access::OutputCheck::Warn);
+    assert!(config.limits.rules.is_empty());
+
+    check_err(
+        "[auth]\nanonymus = true\n",
+        expect![[
+            r#"/etc/gw/gateway.toml:2: unknown field `anonymus`, expected one of `anonymous`, `jwt`, `stdio_client`, `stdio_groups`"#
+        ]],
+    );
+    check_err(
+        "\n[[auth.jwt]]\nissuer = \"https://idp\"\naudience = [\"gw\"]\nkeys = [\"k.pem\"]\nalgorithms = [\"HS256\"]\n",
+        expect![[
+            r#"/etc/gw/gateway.toml:2: auth.jwt[0].algorithms: JWT algorithm `HS256` is an HMAC algorithm; only public-key algorithms are accepted"#
+        ]],
+    );
+    check_err(
+        "[[auth.jwt]]\nissuer = \"https://idp\"\naudience = [\"gw\"]\njwks_url = \"http://idp.example/jwks\"\n",
+        expect![[
+            r#"/etc/gw/gateway.toml:1: auth.jwt[0].jwks_url: must be https (plain http only to loopback with allow_http_loopback)"#
+        ]],
+    );
+    check_err(
+        "[[auth.jwt]]\nissuer = \"https://idp\"\naudience = [\"gw\"]\n",
+        expect![[
+            r#"/etc/gw/gateway.toml:1: auth.jwt[0]: set exactly one of `jwks_url` and `keys`"#
+        ]],
+    );
+    check_err(
+        "[policy]\noutput_schema = \"ignore\"\n",
+        expect![[
+            r#"/etc/gw/gateway.toml:1: policy.output_schema: `ignore` is neither `warn` nor `refuse`"#
+        ]],
+    );
+    check_err(
+        "[limits]\nbackend = \"redis\"\n",
+        expect![[r#"/etc/gw/gateway.toml:1: limits.redis_url: required with backend = "redis""#]],
+    );
+    check_err(
+        "[listen]\n\n[[limits.rules]]\nscope = \"galaxy\"\nrequests = 1\nper_secs = 1\n",
+        expect![[
+            r#"/etc/gw/gateway.toml:3: limits.rules[0].scope: `galaxy` is not one of `global`, `server`, `client`, `client-tool`"#
+        ]],
+    );
+    check_err(
+        "[[limits.rules]]\nscope = \"client\"\nmethods = [\"tools/cal\"]\nrequests = 1\nper_secs = 1\n",
+        expect![[
+            r#"/etc/gw/gateway.toml:1: limits.rules[0].methods: `tools/cal` is not one of tools/call, tools/list, resources/read, resources/list, resources/templates/list, prompts/get, prompts/list"#
+        ]],
+    );
+    check_err(
+        "[[limits.rules]]\nscope = \"client\"\nrequests = 0\nper_secs = 1\n",
+        expect![[r#"/etc/gw/gateway.toml:1: limits.rules[0].requests: must be at least 1"#]],
+    );
+    check_err(
+        "[servers.a]\ncommand = \"x\"\nmax_concurrent = 0\n",
+        expect![[r#"/etc/gw/gateway.toml:1: servers.a.max_concurrent: must be at least 1"#]],
+    );
+}

@@ -231,3 +231,200 @@ async fn fetch_jwks(client: &reqwest::Client, url: &url::Url) -> Result<JwkSet, 
     }
     serde_json::from_slice(&body).map_err(|e| format!("not a JWK set: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use jsonwebtoken::{EncodingKey, Header, jwk::Jwk};
+    use p256::ecdsa::SigningKey;
+
+    use super::*;
+
+    /// A P-256 key from a fixed seed, as PKCS#8 and SPKI PEM.
+    fn key(seed: u8) -> (String, String) {
+        let key = SigningKey::from_slice(&[seed; 32]).unwrap();
+        (
+            verifier::signature::private_key_to_pem(&key).unwrap(),
+            verifier::signature::public_key_to_pem(key.verifying_key()).unwrap(),
+        )
+    }
+
+    fn issuer(keys: KeySource) -> JwtIssuer {
+        JwtIssuer {
+            issuer: "https://idp.example".into(),
+            audience: vec!["mcp-gateway".into()],
+            algorithms: vec![Algorithm::ES256, Algorithm::RS256],
+            keys,
+            subject_claim: "sub".into(),
+            groups_claim: "groups".into(),
+            leeway: Duration::from_secs(0),
+        }
+    }
+
+    fn now() -> i64 {
+        jsonwebtoken::get_current_timestamp() as i64
+    }
+
+    fn token(private_pem: &str, kid: Option<&str>, claims: serde_json::Value) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = kid.map(str::to_owned);
+        let key = EncodingKey::from_ec_pem(private_pem.as_bytes()).unwrap();
+        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    }
+
+    fn claims() -> serde_json::Value {
+        serde_json::json!({
+            "iss": "https://idp.example", "aud": "mcp-gateway", "sub": "alice",
+            "groups": ["eng", "ops"], "exp": now() + 300,
+        })
+    }
+
+    fn with(
+        mut claims: serde_json::Value,
+        key: &str,
+        value: serde_json::Value,
+    ) -> serde_json::Value {
+        claims[key] = value;
+        claims
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    #[tokio::test]
+    async fn tokens_are_checked_and_mapped_to_an_identity() {
+        let (private, public) = key(7);
+        let (other_private, _) = key(8);
+        let issuer = issuer(KeySource::Static(vec![
+            read_pem_key(public.as_bytes()).unwrap(),
+        ]));
+
+        let identity = issuer
+            .validate(&token(&private, None, claims()))
+            .await
+            .unwrap();
+        assert_eq!(identity.client, "alice");
+        assert_eq!(identity.groups, vec!["eng", "ops"]);
+        assert_eq!(identity.via, AuthMethod::Jwt);
+        let spaced = with(claims(), "groups", serde_json::json!("a b"));
+        assert_eq!(
+            issuer
+                .validate(&token(&private, None, spaced))
+                .await
+                .unwrap()
+                .groups,
+            vec!["a", "b"]
+        );
+
+        let header = b64(br#"{"alg":"none","typ":"JWT"}"#);
+        let body = b64(claims().to_string().as_bytes());
+        let refused = [
+            (
+                "expired",
+                token(&private, None, with(claims(), "exp", (now() - 60).into())),
+            ),
+            (
+                "wrong audience",
+                token(&private, None, with(claims(), "aud", "other".into())),
+            ),
+            (
+                "wrong issuer",
+                token(&private, None, with(claims(), "iss", "https://evil".into())),
+            ),
+            ("no exp", {
+                let mut c = claims();
+                c.as_object_mut().unwrap().remove("exp");
+                token(&private, None, c)
+            }),
+            ("unknown key", token(&other_private, None, claims())),
+            (
+                "bad subject",
+                token(&private, None, with(claims(), "sub", "a b".into())),
+            ),
+            ("alg none", format!("{header}.{body}.")),
+            ("garbage", "x.y.z".to_owned()),
+            ("HS256 with the public key as secret", {
+                let key = EncodingKey::from_secret(public.as_bytes());
+                jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims(), &key).unwrap()
+            }),
+        ];
+        for (case, token) in refused {
+            assert!(
+                matches!(issuer.validate(&token).await, Err(AuthError::Token(_))),
+                "{case} was accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn hmac_algorithms_cannot_be_configured() {
+        for name in ["HS256", "HS384", "HS512", "none", "nope"] {
+            assert!(parse_algorithm(name).is_err(), "{name}");
+        }
+        assert_eq!(parse_algorithm("ES256").unwrap(), Algorithm::ES256);
+    }
+
+    #[tokio::test]
+    async fn keys_come_from_a_jwks_and_unknown_key_ids_are_refused() {
+        let (private, _) = key(9);
+        let mut jwk = Jwk::from_encoding_key(
+            &EncodingKey::from_ec_pem(private.as_bytes()).unwrap(),
+            Algorithm::ES256,
+        )
+        .unwrap();
+        jwk.common.key_id = Some("k1".into());
+        let set = serde_json::json!({ "keys": [jwk] });
+        let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = fetches.clone();
+        let app = axum::Router::new().route(
+            "/jwks",
+            axum::routing::get(move || {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let set = set.clone();
+                async move { axum::Json(set) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let issuer = issuer(KeySource::Jwks {
+            url: url::Url::parse(&url).unwrap(),
+            client: jwks_client(Duration::from_secs(5)).unwrap(),
+            cache: tokio::sync::Mutex::new(None),
+            last_fetch: Mutex::new(None),
+        });
+        for _ in 0..3 {
+            let identity = issuer
+                .validate(&token(&private, Some("k1"), claims()))
+                .await
+                .unwrap();
+            assert_eq!(identity.client, "alice");
+        }
+        // The set is fetched once and cached.
+        assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(matches!(
+            issuer
+                .validate(&token(&private, Some("k2"), claims()))
+                .await,
+            Err(AuthError::Token(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_jwks_refuses_the_token() {
+        let (private, _) = key(10);
+        let issuer = issuer(KeySource::Jwks {
+            url: url::Url::parse("http://127.0.0.1:1/jwks").unwrap(),
+            client: jwks_client(Duration::from_secs(2)).unwrap(),
+            cache: tokio::sync::Mutex::new(None),
+            last_fetch: Mutex::new(None),
+        });
+        assert!(matches!(
+            issuer
+                .validate(&token(&private, Some("k1"), claims()))
+                .await,
+            Err(AuthError::Unavailable(_))
+        ));
+    }
+}

@@ -14,6 +14,7 @@
 mod redis;
 
 use std::{
+    cell::Cell,
     fmt::{self, Write as _},
     num::NonZeroU32,
     sync::{
@@ -358,6 +359,9 @@ const MAX_SPAN: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
 /// The fewest checks between two sweeps of stale buckets (see [`Limits::housekeeping`]).
 const SWEEP_EVERY_MIN: u64 = 1024;
 
+/// How many checks a thread makes before it adds them to the shared count that paces sweeps.
+const COUNT_BATCH: u64 = 64;
+
 /// How long a call refused because Redis is unreachable should wait before trying again.
 const BACKEND_RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -400,7 +404,8 @@ impl Limits {
         let shared = match &config.backend {
             Backend::Local => None,
             Backend::Redis { url } => {
-                Some(Shared::connect(url, config.redis_prefix.clone()).await?)
+                let prefix = config.redis_prefix.clone();
+                Some(Shared::connect(url, prefix, config.on_backend_error).await?)
             }
         };
         let mut limits = Self::with_clock(config, DefaultClock::default());
@@ -536,14 +541,27 @@ impl<C: Clock> Limits<C> {
     /// tools seen recently rather than all those ever seen.
     ///
     /// A bucket is stale when its state cannot be told from a fresh one (its theoretical arrival
-    /// time lies in the past); governor's `retain_recent` removes those, and `shrink_to_fit` then gives
-    /// back the map's spare capacity. A sweep visits every bucket, so sweeps are spaced by as
-    /// many checks as there were buckets left after the last one (and at least
+    /// time lies in the past); governor's `retain_recent` removes those, and `shrink_to_fit` then
+    /// gives back the map's spare capacity. A sweep visits every bucket, so sweeps are spaced by
+    /// as many checks as there were buckets left after the last one (and at least
     /// [`SWEEP_EVERY_MIN`]): the sweeping costs a constant amount per check, and the maps hold at
-    /// most the live buckets plus the buckets made since the last sweep. The caller whose check
-    /// makes a sweep due does it; others carry on meanwhile.
+    /// most the live buckets plus the buckets made since the last sweep (and a few batches, see
+    /// below). The caller whose check makes a sweep due does it; others carry on meanwhile.
+    ///
+    /// Checks are counted per thread and added to the shared count in batches of
+    /// [`COUNT_BATCH`]: one shared counter bumped by every check made threads wait on each other
+    /// for its cache line, which cost a quarter of a check's time on two threads. The per-thread
+    /// count is shared by every `Limits` on the thread, so a batch is credited to whichever one
+    /// completes it; that only blurs when sweeps happen, not whether they do.
     fn housekeeping(&self) {
-        let done = self.checks.fetch_add(1, Ordering::Relaxed) + 1;
+        thread_local!(static UNCOUNTED: Cell<u64> = const { Cell::new(0) });
+        let uncounted = UNCOUNTED.get() + 1;
+        if uncounted < COUNT_BATCH {
+            UNCOUNTED.set(uncounted);
+            return;
+        }
+        UNCOUNTED.set(0);
+        let done = self.checks.fetch_add(uncounted, Ordering::Relaxed) + uncounted;
         if done < self.next_sweep.load(Ordering::Relaxed) {
             return;
         }

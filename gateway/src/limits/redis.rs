@@ -23,7 +23,7 @@ use ::redis::{
     aio::{ConnectionManager, ConnectionManagerConfig},
 };
 
-use super::LimitsError;
+use super::{LimitsError, OnBackendError};
 
 /// How long one attempt to connect to Redis may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
@@ -112,6 +112,8 @@ pub(super) struct Shared {
     manager: ConnectionManager,
     script: Script,
     prefix: String,
+    /// What calls get while Redis is unreachable, for the log.
+    on_error: OnBackendError,
     degraded: AtomicBool,
     /// When the next call may try Redis while degraded, in milliseconds since `epoch`.
     next_probe: AtomicU64,
@@ -121,7 +123,11 @@ pub(super) struct Shared {
 impl Shared {
     /// Sets up the connection and loads the script, giving up after [`CALL_TIMEOUT`]. Only a bad
     /// URL is an error: an unreachable Redis leaves the backend degraded, to be retried by calls.
-    pub(super) async fn connect(url: &str, prefix: String) -> Result<Self, LimitsError> {
+    pub(super) async fn connect(
+        url: &str,
+        prefix: String,
+        on_error: OnBackendError,
+    ) -> Result<Self, LimitsError> {
         let client = Client::open(url).map_err(|source| LimitsError::RedisUrl { source })?;
         // No retries inside the manager: a call must not wait for a series of reconnection
         // attempts, and the probing below tries again soon enough.
@@ -135,6 +141,7 @@ impl Shared {
             manager,
             script: Script::new(GCRA),
             prefix,
+            on_error,
             degraded: AtomicBool::new(false),
             next_probe: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -231,10 +238,11 @@ impl Shared {
             Ordering::Relaxed,
         );
         if !self.degraded.swap(true, Ordering::AcqRel) {
-            tracing::warn!(
-                error = %error,
-                "rate limit backend redis is unreachable; counting calls as on_backend_error says until it answers"
-            );
+            let meanwhile = match self.on_error {
+                OnBackendError::Deny => "refusing rate-limited calls",
+                OnBackendError::Local => "counting calls locally",
+            };
+            tracing::warn!(error = %error, "rate limit backend redis is unreachable, {meanwhile}");
         }
     }
 

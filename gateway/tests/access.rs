@@ -1,0 +1,335 @@
+//! Service tests of identity, policy, rate limits and argument validation: real rmcp clients
+//! with API keys, through the gateway, to the demo server.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a panic in a test is a test failure"
+)]
+
+mod common;
+
+use rmcp::{
+    RoleClient, ServiceExt,
+    model::{CallToolRequestParams, ErrorCode},
+    service::{RunningService, ServiceError},
+    transport::{
+        StreamableHttpClientTransport, streamable_http_client::StreamableHttpClientTransportConfig,
+    },
+};
+
+const POLICY: &str = r#"
+@id("ops-all")
+permit(principal in Mcp::Group::"ops", action, resource);
+
+@id("dev-read-only")
+permit(principal in Mcp::Group::"dev", action in Mcp::Action::"tools", resource is Mcp::Tool)
+when { resource has readOnlyHint && resource.readOnlyHint };
+
+@id("no-secret-echo")
+forbid(principal, action == Mcp::Action::"tools/call", resource == Mcp::Tool::"demo__echo")
+when { context.arguments has text && context.arguments.text like "*secret*" };
+"#;
+
+/// A gateway with authentication on (no anonymous access), the demo server and `extra`.
+async fn gateway(extra: &str) -> common::TestGateway {
+    common::start(&format!("[auth]\n{extra}\n{}", common::demo_server("demo"))).await
+}
+
+/// A gateway whose policy is [`POLICY`], written to `policy.cedar` in its directory.
+async fn gateway_with_policy(extra: &str) -> common::TestGateway {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.cedar"), POLICY).unwrap();
+    common::start_in(
+        dir,
+        "call_secs = 5\nconnect_secs = 10",
+        &format!(
+            "[auth]\n[policy]\nfile = \"policy.cedar\"\n{extra}\n{}",
+            common::demo_server("demo")
+        ),
+    )
+    .await
+}
+
+async fn api_key(gw: &common::TestGateway, client: &str, groups: &[&str]) -> String {
+    let store = gateway::store::Store::open(&gw.gateway.config.storage.database_url)
+        .await
+        .unwrap();
+    let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+    store.api_keys().create(client, &groups).await.unwrap()
+}
+
+async fn connect(gw: &common::TestGateway, key: &str) -> RunningService<RoleClient, ()> {
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(gw.url()).auth_header(key),
+    );
+    ().serve(transport).await.expect("client connects")
+}
+
+async fn tool_names(client: &RunningService<RoleClient, ()>) -> Vec<String> {
+    let mut names: Vec<String> = client
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+async fn call(
+    client: &RunningService<RoleClient, ()>,
+    name: &str,
+    args: serde_json::Value,
+) -> Result<String, rmcp::ErrorData> {
+    let mut params = CallToolRequestParams::new(name.to_owned());
+    params.arguments = args.as_object().cloned();
+    match client.call_tool(params).await {
+        Ok(result) => Ok(result.content[0].as_text().unwrap().text.clone()),
+        Err(ServiceError::McpError(e)) => Err(e),
+        Err(other) => panic!("transport error: {other}"),
+    }
+}
+
+/// Posts an `initialize` with the given Authorization header (if any).
+async fn initialize(gw: &common::TestGateway, authorization: Option<&str>) -> reqwest::Response {
+    let mut request = reqwest::Client::new()
+        .post(gw.url())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(
+            serde_json::json!({
+                "jsonrpc": "2.0", "id": 1, "method": "initialize",
+                "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                           "clientInfo": {"name": "t", "version": "1"}}
+            })
+            .to_string(),
+        );
+    if let Some(value) = authorization {
+        request = request.header("authorization", value);
+    }
+    request.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn requests_without_valid_credentials_are_unauthorized() {
+    let gw = gateway("").await;
+    let key = api_key(&gw, "alice", &[]).await;
+    for header in [
+        None,
+        Some("Bearer mgw_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+        Some("Basic YWxpY2U6cGFzcw=="),
+        Some("Bearer "),
+        Some("Bearer not.a.jwt"),
+        Some(&*format!("Bearer {}", &key[..key.len() - 1])),
+    ] {
+        let response = initialize(&gw, header).await;
+        assert_eq!(response.status(), 401, "{header:?}");
+        assert_eq!(
+            response.headers()["www-authenticate"],
+            "Bearer realm=\"mcp-gateway\""
+        );
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], -32001, "{body}");
+        assert_eq!(body["error"]["message"], "unauthorized");
+    }
+    let response = initialize(&gw, Some(&format!("Bearer {key}"))).await;
+    assert_eq!(response.status(), 200);
+
+    // A revoked key stops working (the lookup cache is bypassed by a fresh key check).
+    let store = gateway::store::Store::open(&gw.gateway.config.storage.database_url)
+        .await
+        .unwrap();
+    let other = store.api_keys().create("bob", &[]).await.unwrap();
+    store.api_keys().revoke("bob", None).await.unwrap();
+    let response = initialize(&gw, Some(&format!("Bearer {other}"))).await;
+    assert_eq!(response.status(), 401);
+}
+
+#[tokio::test]
+async fn groups_decide_which_tools_a_client_sees_and_calls() {
+    let gw = gateway_with_policy("").await;
+    let alice = connect(&gw, &api_key(&gw, "alice", &["ops"]).await).await;
+    let bob = connect(&gw, &api_key(&gw, "bob", &["dev"]).await).await;
+    let carol = connect(&gw, &api_key(&gw, "carol", &[]).await).await;
+
+    let all = tool_names(&alice).await;
+    assert!(all.contains(&"demo__tally".to_owned()), "{all:?}");
+    let read_only = tool_names(&bob).await;
+    assert!(
+        read_only.contains(&"demo__echo".to_owned()),
+        "{read_only:?}"
+    );
+    assert!(
+        !read_only.contains(&"demo__tally".to_owned()),
+        "{read_only:?}"
+    );
+    assert!(read_only.len() < all.len());
+    assert!(tool_names(&carol).await.is_empty());
+
+    // A denied tool answers exactly as a tool that does not exist.
+    let denied = call(&bob, "demo__tally", serde_json::json!({}))
+        .await
+        .unwrap_err();
+    let missing = call(&bob, "demo__nope", serde_json::json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code, missing.code);
+    assert_eq!(
+        denied.message.replace("tally", "X"),
+        missing.message.replace("nope", "X")
+    );
+
+    // The denied call never reached the upstream: the shared session's counter went 1, 2.
+    assert_eq!(
+        call(&alice, "demo__tally", serde_json::json!({}))
+            .await
+            .unwrap(),
+        "1"
+    );
+    call(&bob, "demo__tally", serde_json::json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        call(&alice, "demo__tally", serde_json::json!({}))
+            .await
+            .unwrap(),
+        "2"
+    );
+
+    // A forbid on an argument value.
+    assert_eq!(
+        call(&bob, "demo__echo", serde_json::json!({"text": "hello"}))
+            .await
+            .unwrap(),
+        "hello"
+    );
+    call(
+        &bob,
+        "demo__echo",
+        serde_json::json!({"text": "top secret"}),
+    )
+    .await
+    .unwrap_err();
+}
+
+#[tokio::test]
+async fn arguments_are_validated_before_dispatch() {
+    let gw = gateway("anonymous = true").await;
+    // Anonymous access, as the loopback demo has it.
+    let client = ().serve(StreamableHttpClientTransport::from_uri(gw.url())).await.unwrap();
+    let call = |args: serde_json::Value| {
+        let mut params = CallToolRequestParams::new("demo__add");
+        params.arguments = args.as_object().cloned();
+        client.call_tool(params)
+    };
+    assert!(call(serde_json::json!({"a": 1, "b": 2})).await.is_ok());
+    for (args, path, rule) in [
+        (serde_json::json!({"a": "one", "b": 2}), "/a", "type"),
+        (serde_json::json!({"a": 1}), "", "required"),
+    ] {
+        let Err(ServiceError::McpError(e)) = call(args.clone()).await else {
+            panic!("accepted {args}");
+        };
+        assert_eq!(e.code, ErrorCode::INVALID_PARAMS, "{args}");
+        let data = e.data.unwrap();
+        assert_eq!(data["path"], path, "{args}");
+        assert_eq!(data["rule"], rule, "{args}");
+        assert!(
+            e.message.starts_with("invalid arguments: "),
+            "{}",
+            e.message
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_call_past_the_limit_is_refused_with_a_retry_after() {
+    let gw = gateway(
+        "[[limits.rules]]\nscope = \"client-tool\"\nmethods = [\"tools/call\"]\n\
+         requests = 2\nper_secs = 3600\n",
+    )
+    .await;
+    let alice = connect(&gw, &api_key(&gw, "alice", &[]).await).await;
+    let bob = connect(&gw, &api_key(&gw, "bob", &[]).await).await;
+    for _ in 0..2 {
+        call(&alice, "demo__now", serde_json::json!({}))
+            .await
+            .unwrap();
+    }
+    let refused = call(&alice, "demo__now", serde_json::json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code, ErrorCode(gateway::access::RATE_LIMITED));
+    let data = refused.data.unwrap();
+    assert!(data["retryAfterSecs"].as_u64().unwrap() > 0, "{data}");
+    assert_eq!(data["scope"], "client-tool");
+    // Another tool, and another client, have budgets of their own; lists are not counted.
+    call(&alice, "demo__echo", serde_json::json!({"text": "x"}))
+        .await
+        .unwrap();
+    call(&bob, "demo__now", serde_json::json!({}))
+        .await
+        .unwrap();
+    assert!(!tool_names(&alice).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_policy_reload_takes_effect_and_a_broken_file_keeps_the_old_policy() {
+    let gw = gateway_with_policy("").await;
+    let bob = connect(&gw, &api_key(&gw, "bob", &["dev"]).await).await;
+    assert!(tool_names(&bob).await.contains(&"demo__echo".to_owned()));
+    let file = gw.gateway.config.policy.file.clone().unwrap();
+
+    // A file with an error: the reload fails with file and line, the old policy stays.
+    std::fs::write(
+        &file,
+        format!("{POLICY}\npermit(principal, action resource);\n"),
+    )
+    .unwrap();
+    let error = gw.gateway.access.policy.reload().unwrap_err();
+    assert_eq!(error.file, file);
+    assert_eq!(error.line, Some(POLICY.lines().count() + 2), "{error}");
+    assert!(tool_names(&bob).await.contains(&"demo__echo".to_owned()));
+
+    // A valid file that drops the dev policy: bob sees nothing from the next request on.
+    std::fs::write(
+        &file,
+        "permit(principal in Mcp::Group::\"ops\", action, resource);\n",
+    )
+    .unwrap();
+    gw.gateway.access.policy.reload().unwrap();
+    assert!(tool_names(&bob).await.is_empty());
+    call(&bob, "demo__echo", serde_json::json!({"text": "x"}))
+        .await
+        .unwrap_err();
+}
+
+#[tokio::test]
+async fn a_session_cannot_be_used_with_another_clients_key() {
+    let gw = gateway("").await;
+    let alice_key = api_key(&gw, "alice", &[]).await;
+    let bob_key = api_key(&gw, "bob", &[]).await;
+    let response = initialize(&gw, Some(&format!("Bearer {alice_key}"))).await;
+    let session = response.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let list = |key: String| {
+        reqwest::Client::new()
+            .post(gw.url())
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", &session)
+            .header("mcp-protocol-version", "2025-06-18")
+            .header("authorization", format!("Bearer {key}"))
+            .body(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{}}"#)
+            .send()
+    };
+    let own = list(alice_key).await.unwrap().text().await.unwrap();
+    assert!(own.contains("demo__echo"), "{own}");
+    let other = list(bob_key).await.unwrap().text().await.unwrap();
+    assert!(other.contains("belongs to another client"), "{other}");
+    assert!(!other.contains("demo__echo"), "{other}");
+}
