@@ -166,7 +166,7 @@ async fn pages_use_gateway_cursors() {
     }
     assert_eq!(pages, 4);
     let unique: std::collections::BTreeSet<_> = seen.iter().collect();
-    assert_eq!(unique.len(), 12);
+    assert_eq!(unique.len(), 12, "{seen:?}");
     assert_eq!(seen.len(), 12);
 
     let err = client

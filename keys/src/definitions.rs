@@ -70,6 +70,25 @@ pub enum DefinitionError {
 #[derive(Clone)]
 pub struct DefinitionStore {
     pool: AnyPool,
+    /// Serializes this process's recording transactions. SQLite cannot upgrade two deferred
+    /// transactions from reading to writing at once: one fails with "database is locked" at
+    /// once, without waiting. Clones share the lock, so every upstream of a gateway takes turns.
+    writing: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+/// How often a recording transaction is tried when another process holds the database.
+const BUSY_ATTEMPTS: u32 = 8;
+
+/// Whether an error is SQLite's "the database is busy or locked" (codes 5 and 6, and their
+/// extended forms), which a retry resolves.
+fn is_busy(error: &DefinitionError) -> bool {
+    match error {
+        DefinitionError::Database(sqlx::Error::Database(e)) => e
+            .code()
+            .and_then(|c| c.parse::<u32>().ok())
+            .is_some_and(|c| matches!(c & 0xff, 5 | 6)),
+        _ => false,
+    }
 }
 
 const COLUMNS: &str =
@@ -77,7 +96,10 @@ const COLUMNS: &str =
 
 impl DefinitionStore {
     pub fn new(pool: AnyPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            writing: std::sync::Arc::default(),
+        }
     }
 
     /// Records a definition the server lists and returns its state: the state already recorded
@@ -138,6 +160,25 @@ impl DefinitionStore {
     /// same rules as [`Self::observe`]; returns the states in the order of `items`
     /// (tool, definition hash, definition JSON).
     pub async fn observe_all(
+        &self,
+        server: &str,
+        items: &[(&str, &str, &str)],
+    ) -> Result<Vec<DefinitionState>, DefinitionError> {
+        let _turn = self.writing.lock().await;
+        let mut attempt = 1;
+        loop {
+            match self.observe_all_once(server, items).await {
+                Err(e) if is_busy(&e) && attempt < BUSY_ATTEMPTS => {
+                    // Another process (a second gateway, `mcp-gateway tools approve`) is writing.
+                    tokio::time::sleep(std::time::Duration::from_millis(10 << attempt)).await;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn observe_all_once(
         &self,
         server: &str,
         items: &[(&str, &str, &str)],
@@ -375,6 +416,31 @@ mod tests {
 
     async fn store(url: &str) -> DefinitionStore {
         DefinitionStore::new(crate::db::migrated_pool(url).await)
+    }
+
+    #[tokio::test]
+    async fn two_writers_on_one_sqlite_file_both_record() {
+        // Two stores with pools of their own act like two processes: neither waits for the
+        // other's lock, so only the retry on "database is locked" lets both succeed.
+        let dir = tempfile::tempdir().unwrap();
+        let url = crate::db::sqlite_url(dir.path());
+        let (a, b) = (store(&url).await, store(&url).await);
+        for round in 0..20 {
+            let items: Vec<(String, String)> = (0..20)
+                .map(|i| (format!("t{i}"), format!("h{round}-{i}")))
+                .collect();
+            let items: Vec<(&str, &str, &str)> = items
+                .iter()
+                .map(|(t, h)| (t.as_str(), h.as_str(), "{}"))
+                .collect();
+            let (server_a, server_b) = (format!("a{round}"), format!("b{round}"));
+            let (ra, rb) = tokio::join!(
+                a.observe_all(&server_a, &items),
+                b.observe_all(&server_b, &items)
+            );
+            assert_eq!(ra.unwrap().len(), 20);
+            assert_eq!(rb.unwrap().len(), 20);
+        }
     }
 
     async fn rug_pull_is_quarantined(store: DefinitionStore, server: &str) {
