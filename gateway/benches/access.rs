@@ -5,6 +5,12 @@
 //! `cargo bench -p mcp-gateway --bench access`. A plain harness rather than divan, because the
 //! targets are percentiles and divan reports medians and means.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark that cannot set up should stop loudly"
+)]
+
 use std::{
     hint::black_box,
     num::NonZeroU32,
