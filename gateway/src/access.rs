@@ -9,11 +9,14 @@
 use std::{
     collections::HashMap,
     num::NonZeroU32,
+    path::Path,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
+use arc_swap::ArcSwap;
 use rmcp::ErrorData as McpError;
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::{Config, access::OutputCheck},
@@ -23,6 +26,9 @@ use crate::{
     registry::ToolRef,
     validate::{Invalid, Validators},
 };
+
+/// How often the policy and config files are checked for changes.
+pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// JSON-RPC code of a call refused by a rate limit (implementation-defined server error range).
 pub const RATE_LIMITED: i32 = -32029;
@@ -80,7 +86,9 @@ impl Refusal {
 pub struct Access {
     pub authenticator: Authenticator,
     pub policy: Arc<PolicyHandle>,
-    pub limits: Limits,
+    /// The limits in force; replaced when `[limits]` changes in the config file.
+    limits: ArcSwap<Limits>,
+    limits_config: std::sync::Mutex<LimitsConfig>,
     pub validators: Validators,
     pub output_check: OutputCheck,
     /// The client of the stdio front door.
@@ -105,7 +113,8 @@ impl Access {
                 config.auth.issuers.clone(),
             ),
             policy: Arc::new(policy),
-            limits,
+            limits: ArcSwap::from_pointee(limits),
+            limits_config: std::sync::Mutex::new(config.limits.clone()),
             validators: Validators::default(),
             output_check: config.policy.output_schema,
             stdio_identity: Identity {
@@ -115,6 +124,79 @@ impl Access {
             },
             policy_limits: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Whether the shared limits backend (Redis) is unreachable.
+    pub fn limits_degraded(&self) -> bool {
+        self.limits.load().degraded()
+    }
+
+    /// Reloads what can change without a restart: the policy file when it changes, `[limits]`
+    /// when the config file changes, and both on SIGHUP. A file with an error is reported and
+    /// what is in force stays. Runs until `shutdown`.
+    pub async fn watch(&self, config_file: &Path, shutdown: CancellationToken) {
+        let stamp = |path: Option<&Path>| -> Option<(SystemTime, u64)> {
+            let meta = std::fs::metadata(path?).ok()?;
+            Some((meta.modified().ok()?, meta.len()))
+        };
+        let mut policy_seen = stamp(self.policy.file());
+        let mut config_seen = stamp(Some(config_file));
+        let mut hangup =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut tick = tokio::time::interval(WATCH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let forced = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => false,
+                Some(()) = async {
+                    match hangup.as_mut() {
+                        Some(signal) => signal.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => true,
+            };
+            let policy_now = stamp(self.policy.file());
+            if forced || policy_now != policy_seen {
+                policy_seen = policy_now;
+                if let Err(e) = self.policy.reload() {
+                    tracing::error!(error = %e, "the new policy is not valid; the previous policy stays in force");
+                }
+            }
+            let config_now = stamp(Some(config_file));
+            if forced || config_now != config_seen {
+                config_seen = config_now;
+                self.reload_limits(config_file).await;
+            }
+        }
+    }
+
+    /// Reads `[limits]` from the config file again and puts the new limits in force if they
+    /// changed. Counters start afresh under new limits.
+    pub async fn reload_limits(&self, config_file: &Path) {
+        let config = match Config::load(config_file) {
+            Ok(config) => config,
+            Err(e) => {
+                tracing::error!(error = %e, "the changed config is not valid; the limits in force stay");
+                return;
+            }
+        };
+        let unchanged =
+            *self.limits_config.lock().unwrap_or_else(|e| e.into_inner()) == config.limits;
+        if unchanged {
+            return;
+        }
+        match Limits::new(config.limits.clone()).await {
+            Ok(limits) => {
+                self.limits.store(Arc::new(limits));
+                let rules = config.limits.rules.len();
+                *self.limits_config.lock().unwrap_or_else(|e| e.into_inner()) = config.limits;
+                tracing::info!(file = %config_file.display(), rules, "limits reloaded");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the new limits cannot be used; the limits in force stay")
+            }
+        }
     }
 
     /// Whether `who` may see `target` in the list answered for `action`.
@@ -186,6 +268,7 @@ impl Access {
     /// Counts a list request against the limits that count list methods.
     pub async fn admit_list(&self, who: &Identity, method: &str) -> Result<(), Refusal> {
         self.limits
+            .load()
             .check(&CallKey {
                 method,
                 client: &who.client,
@@ -242,7 +325,11 @@ impl Access {
             server,
             tool,
         };
-        self.limits.check(&key).await.map_err(Refusal::Limited)?;
+        self.limits
+            .load()
+            .check(&key)
+            .await
+            .map_err(Refusal::Limited)?;
         if let Some(rate) = conditions.rate_limit {
             self.policy_limit(rate)
                 .check_local(&key)

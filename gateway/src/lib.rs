@@ -102,13 +102,11 @@ impl Gateway {
             gateway.sessions.clone(),
             changes.subscribe(),
         ));
-        tokio::spawn(
-            gateway
-                .access
-                .policy
-                .clone()
-                .watch(gateway.shutdown.child_token()),
-        );
+        let watched = gateway.clone();
+        tokio::spawn(async move {
+            let shutdown = watched.shutdown.child_token();
+            watched.access.watch(&watched.config.source, shutdown).await
+        });
         Ok(gateway)
     }
 

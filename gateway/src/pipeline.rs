@@ -1,12 +1,12 @@
-//! The one path every relayed request takes, written once, in the order of the design:
+//! Dispatch: the last steps of the path every relayed request takes, in the order of the design:
 //!
-//! 1. authenticate (the identity issue; today every client is the anonymous local client)
-//! 2. resolve the client-visible name to an upstream and its definition
-//! 3. verify the definition (the tool-verification issue; today nothing is verified and nothing
-//!    claims to be: tools are served as their upstream lists them)
-//! 4. policy, 5. rate limit, 6. validate arguments (the policy issue)
-//! 7. dispatch to the upstream, with the call timeout and the client's cancellation enforced,
-//!    relaying progress and server-to-client requests back into this client request
+//! 1. authenticate: the HTTP front door (`front::http`) or the stdio config gives an identity
+//! 2. resolve the client-visible name to an upstream and its definition (`registry`)
+//! 3. verify: only verified or pinned tools resolve (`upstream::Upstream::evaluate`)
+//! 4. policy, 5. rate limit, 6. validate arguments (`access::Access`)
+//! 7. dispatch to the upstream (here), within the server's `max_concurrent`, with the call
+//!    timeout and the client's cancellation enforced, relaying progress and server-to-client
+//!    requests back into this client request
 //! 8. audit (the audit issue; today one structured log event per outcome)
 
 use std::{

@@ -237,6 +237,82 @@ fn decode_cursor(cursor: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// A registry of `servers` (named s0, s1, ...) with `tools[i]` tools each (t0, t1, ...),
+    /// every tool pinned and so served.
+    fn registry(tools: &[usize], page_size: usize) -> Registry {
+        let text: String = (0..tools.len())
+            .map(|i| format!("[servers.s{i}]\ncommand = \"x\"\n"))
+            .collect();
+        let config = crate::config::Config::parse(
+            std::path::Path::new("/t/gateway.toml"),
+            &text,
+            &crate::config::interpolate::Vars::fixed([]),
+        )
+        .unwrap();
+        let upstreams: Vec<_> = config.servers.into_iter().map(Upstream::new).collect();
+        for (upstream, count) in upstreams.iter().zip(tools) {
+            let mut catalog = Catalog::default();
+            for t in 0..*count {
+                let name = format!("t{t}");
+                catalog.tools.push(Tool::new(
+                    name.clone(),
+                    "d",
+                    Arc::new(serde_json::Map::new()),
+                ));
+                catalog.states.insert(
+                    name,
+                    ToolTrust {
+                        definition: keys::definitions::DefinitionState::Pinned,
+                        signature: crate::upstream::SignatureCheck::Unsigned,
+                        hash: String::new(),
+                    },
+                );
+            }
+            upstream.set_catalog(catalog);
+        }
+        Registry::new(upstreams, Naming::prefixed("__".to_owned()), page_size)
+    }
+
+    proptest! {
+        /// Paging through the tools a client may see yields each visible tool exactly once, in
+        /// order, and no hidden one, whatever the page size.
+        #[test]
+        fn hidden_tools_are_in_no_page(
+            tools in proptest::collection::vec(0usize..8, 1..5),
+            hidden in proptest::collection::hash_set((0usize..5, 0usize..8), 0..20),
+            page_size in 1usize..7,
+        ) {
+            let registry = registry(&tools, page_size);
+            let is_hidden = |name: &str| {
+                let (s, t) = name.split_once("__").unwrap();
+                let s: usize = s[1..].parse().unwrap();
+                let t: usize = t[1..].parse().unwrap();
+                hidden.contains(&(s, t))
+            };
+            let mut seen = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let page = registry
+                    .tools(cursor.as_deref(), |tool, _, _| !is_hidden(&tool.name))
+                    .unwrap();
+                prop_assert!(page.items.len() <= page_size);
+                seen.extend(page.items.into_iter().map(|t| t.name.to_string()));
+                match page.next_cursor {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+            }
+            let expected: Vec<String> = tools
+                .iter()
+                .enumerate()
+                .flat_map(|(s, n)| (0..*n).map(move |t| format!("s{s}__t{t}")))
+                .filter(|name| !is_hidden(name))
+                .collect();
+            prop_assert_eq!(seen, expected);
+        }
+    }
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {

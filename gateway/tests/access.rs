@@ -333,3 +333,59 @@ async fn a_session_cannot_be_used_with_another_clients_key() {
     assert!(other.contains("belongs to another client"), "{other}");
     assert!(!other.contains("demo__echo"), "{other}");
 }
+
+#[tokio::test]
+async fn the_policy_file_is_watched() {
+    let gw = gateway_with_policy("").await;
+    let bob = connect(&gw, &api_key(&gw, "bob", &["dev"]).await).await;
+    assert!(!tool_names(&bob).await.is_empty());
+    let mut reloads = gw.gateway.access.policy.reloads();
+    std::fs::write(
+        gw.gateway.config.policy.file.as_ref().unwrap(),
+        "permit(principal in Mcp::Group::\"ops\", action, resource);\n",
+    )
+    .unwrap();
+    // The watcher looks every two seconds; this waits for its reload, not for a time.
+    tokio::time::timeout(std::time::Duration::from_secs(20), reloads.changed())
+        .await
+        .expect("the watcher reloads the changed file")
+        .unwrap();
+    assert!(tool_names(&bob).await.is_empty());
+}
+
+#[tokio::test]
+async fn limits_reload_from_the_config_file() {
+    let rule = |n: u32| {
+        format!(
+            "[[limits.rules]]\nscope = \"client\"\nmethods = [\"tools/call\"]\nrequests = {n}\nper_secs = 3600\n"
+        )
+    };
+    let gw = gateway(&rule(1)).await;
+    let alice = connect(&gw, &api_key(&gw, "alice", &[]).await).await;
+    call(&alice, "demo__now", serde_json::json!({}))
+        .await
+        .unwrap();
+    call(&alice, "demo__now", serde_json::json!({}))
+        .await
+        .unwrap_err();
+
+    // A broken file changes nothing.
+    let file = gw.gateway.config.source.clone();
+    std::fs::write(&file, format!("[auth]\n{}\nbogus = 1\n", rule(5))).unwrap();
+    gw.gateway.access.reload_limits(&file).await;
+    call(&alice, "demo__now", serde_json::json!({}))
+        .await
+        .unwrap_err();
+
+    // New limits are in force from the next call, with fresh counters.
+    std::fs::write(&file, format!("[auth]\n{}", rule(5))).unwrap();
+    gw.gateway.access.reload_limits(&file).await;
+    for _ in 0..5 {
+        call(&alice, "demo__now", serde_json::json!({}))
+            .await
+            .unwrap();
+    }
+    call(&alice, "demo__now", serde_json::json!({}))
+        .await
+        .unwrap_err();
+}

@@ -108,6 +108,20 @@ async fn readyz(State(gateway): State<Arc<Gateway>>) -> (StatusCode, String) {
             upstream.tier()
         ));
     }
+    let policy = gateway.access.policy.current();
+    body.push_str(&format!(
+        "policy {} policies={}\n",
+        policy
+            .source
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "default-allow".into()),
+        policy.len()
+    ));
+    if gateway.access.limits_degraded() {
+        // Said plainly: calls are refused or counted per replica until Redis answers again.
+        body.push_str("limits redis unreachable (degraded)\n");
+    }
     let status = if gateway.all_ready() {
         StatusCode::OK
     } else {

@@ -1,27 +1,21 @@
-//! The policy in force, swapped without a restart when its file changes or on SIGHUP.
+//! The policy in force, swapped without a restart (see `access::Access::watch` for when).
 //!
 //! A new file replaces the policy only when it parses and validates; otherwise the old policy
 //! stays in force and the error is logged with the file and line. Readers take the current
 //! policy with one atomic load, so a decision never sees half a reload.
 
-use std::{
-    path::PathBuf,
-    sync::Arc,
-    time::{Duration, SystemTime},
-};
+use std::{path::PathBuf, sync::Arc};
 
 use arc_swap::ArcSwap;
-use tokio_util::sync::CancellationToken;
 
 use super::{PolicyEngine, PolicyError};
-
-/// How often the policy file is checked for changes.
-pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The current policy, and the file it comes from.
 pub struct PolicyHandle {
     current: ArcSwap<PolicyEngine>,
     file: Option<PathBuf>,
+    /// Counts successful reloads, for whoever needs to know one happened (tests, status).
+    reloads: tokio::sync::watch::Sender<u64>,
 }
 
 impl PolicyHandle {
@@ -34,6 +28,7 @@ impl PolicyHandle {
         Ok(Self {
             current: ArcSwap::from_pointee(engine),
             file,
+            reloads: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -42,6 +37,7 @@ impl PolicyHandle {
         Self {
             current: ArcSwap::from_pointee(engine),
             file: None,
+            reloads: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -58,44 +54,18 @@ impl PolicyHandle {
         let engine = PolicyEngine::load(path)?;
         let count = engine.len();
         self.current.store(Arc::new(engine));
+        self.reloads.send_modify(|n| *n += 1);
         tracing::info!(file = %path.display(), policies = count, "policy reloaded");
         Ok(())
     }
 
-    /// Reloads on SIGHUP and whenever the file's modification time or size changes, until
-    /// `shutdown`.
-    pub async fn watch(self: Arc<Self>, shutdown: CancellationToken) {
-        let Some(path) = self.file.clone() else {
-            return;
-        };
-        let stamp = |path: &PathBuf| -> Option<(SystemTime, u64)> {
-            let meta = std::fs::metadata(path).ok()?;
-            Some((meta.modified().ok()?, meta.len()))
-        };
-        let mut last = stamp(&path);
-        let mut hangup =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-        let mut tick = tokio::time::interval(WATCH_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let forced = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => false,
-                Some(()) = async {
-                    match hangup.as_mut() {
-                        Some(signal) => signal.recv().await,
-                        None => std::future::pending().await,
-                    }
-                } => true,
-            };
-            let now = stamp(&path);
-            if !forced && now == last {
-                continue;
-            }
-            last = now;
-            if let Err(e) = self.reload() {
-                tracing::error!(error = %e, "the new policy is not valid; the previous policy stays in force");
-            }
-        }
+    /// Changes with every successful reload.
+    pub fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reloads.subscribe()
+    }
+
+    /// The policy file, if the config names one.
+    pub fn file(&self) -> Option<&std::path::Path> {
+        self.file.as_deref()
     }
 }

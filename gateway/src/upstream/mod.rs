@@ -242,6 +242,13 @@ impl Upstream {
         })
     }
 
+    /// Puts `catalog` in place as if the server had listed it, for tests of what is built on
+    /// catalogs.
+    #[cfg(test)]
+    pub(crate) fn set_catalog(&self, catalog: Catalog) {
+        *write(&self.catalog) = Arc::new(catalog);
+    }
+
     /// The request slots of a server with `max_concurrent`.
     pub fn slots(&self) -> Option<&Arc<tokio::sync::Semaphore>> {
         self.slots.as_ref()
