@@ -394,3 +394,65 @@ impl Access {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn access(output_check: OutputCheck) -> Access {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::any::AnyPoolOptions::new()
+            .connect_lazy("sqlite::memory:")
+            .unwrap();
+        Access {
+            authenticator: Authenticator::new(
+                false,
+                crate::identity::api_keys::ApiKeys::new(pool),
+                Vec::new(),
+            ),
+            policy: Arc::new(PolicyHandle::fixed(
+                crate::policy::PolicyEngine::default_policy(),
+            )),
+            limits: ArcSwap::from_pointee(Limits::with_clock(
+                LimitsConfig::default(),
+                governor::clock::DefaultClock::default(),
+            )),
+            limits_config: std::sync::Mutex::new(LimitsConfig::default()),
+            validators: Validators::default(),
+            output_check,
+            stdio_identity: Identity::anonymous(),
+            policy_limits: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn structured(value: serde_json::Value) -> rmcp::model::CallToolResult {
+        rmcp::model::CallToolResult::structured(value)
+    }
+
+    #[tokio::test]
+    async fn structured_results_are_checked_against_the_output_schema() {
+        let mut tool = rmcp::model::Tool::new("weather", "d", Arc::new(serde_json::Map::new()));
+        tool.output_schema = Some(Arc::new(
+            serde_json::json!({
+                "type": "object",
+                "properties": {"celsius": {"type": "number"}},
+                "required": ["celsius"]
+            })
+            .as_object()
+            .unwrap()
+            .clone(),
+        ));
+        let registry = crate::registry::test_registry(vec![vec![tool]], 10);
+        let tool = registry.lookup_tool("s0__weather").unwrap();
+        let good = structured(serde_json::json!({"celsius": 21.5}));
+        let bad = structured(serde_json::json!({"fahrenheit": 70}));
+
+        let warn = access(OutputCheck::Warn);
+        assert!(warn.check_output(&tool, &good).is_ok());
+        assert!(warn.check_output(&tool, &bad).is_ok(), "warn passes it on");
+        let refuse = access(OutputCheck::Refuse);
+        assert!(refuse.check_output(&tool, &good).is_ok());
+        let error = refuse.check_output(&tool, &bad).unwrap_err();
+        assert!(error.message.contains("outputSchema"), "{}", error.message);
+    }
+}

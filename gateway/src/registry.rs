@@ -234,45 +234,54 @@ fn decode_cursor(cursor: &str) -> Option<usize> {
         .ok()
 }
 
+/// A registry of servers s0, s1, ... serving `catalogs[i]`, every tool pinned, for tests of
+/// what is built on the registry.
+#[cfg(test)]
+pub(crate) fn test_registry(catalogs: Vec<Vec<Tool>>, page_size: usize) -> Registry {
+    let text: String = (0..catalogs.len())
+        .map(|i| format!("[servers.s{i}]\ncommand = \"x\"\n"))
+        .collect();
+    let config = crate::config::Config::parse(
+        std::path::Path::new("/t/gateway.toml"),
+        &text,
+        &crate::config::interpolate::Vars::fixed([]),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let upstreams: Vec<_> = config.servers.into_iter().map(Upstream::new).collect();
+    for (upstream, tools) in upstreams.iter().zip(catalogs) {
+        let mut catalog = Catalog::default();
+        for tool in tools {
+            catalog.states.insert(
+                tool.name.to_string(),
+                ToolTrust {
+                    definition: keys::definitions::DefinitionState::Pinned,
+                    signature: crate::upstream::SignatureCheck::Unsigned,
+                    hash: format!("hash-of-{}", tool.name),
+                },
+            );
+            catalog.tools.push(tool);
+        }
+        upstream.set_catalog(catalog);
+    }
+    Registry::new(upstreams, Naming::prefixed("__".to_owned()), page_size)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// A registry of `servers` (named s0, s1, ...) with `tools[i]` tools each (t0, t1, ...),
-    /// every tool pinned and so served.
+    /// A registry of servers s0, s1, ... with `tools[i]` tools each (t0, t1, ...).
     fn registry(tools: &[usize], page_size: usize) -> Registry {
-        let text: String = (0..tools.len())
-            .map(|i| format!("[servers.s{i}]\ncommand = \"x\"\n"))
+        let catalogs = tools
+            .iter()
+            .map(|n| {
+                (0..*n)
+                    .map(|t| Tool::new(format!("t{t}"), "d", Arc::new(serde_json::Map::new())))
+                    .collect()
+            })
             .collect();
-        let config = crate::config::Config::parse(
-            std::path::Path::new("/t/gateway.toml"),
-            &text,
-            &crate::config::interpolate::Vars::fixed([]),
-        )
-        .unwrap();
-        let upstreams: Vec<_> = config.servers.into_iter().map(Upstream::new).collect();
-        for (upstream, count) in upstreams.iter().zip(tools) {
-            let mut catalog = Catalog::default();
-            for t in 0..*count {
-                let name = format!("t{t}");
-                catalog.tools.push(Tool::new(
-                    name.clone(),
-                    "d",
-                    Arc::new(serde_json::Map::new()),
-                ));
-                catalog.states.insert(
-                    name,
-                    ToolTrust {
-                        definition: keys::definitions::DefinitionState::Pinned,
-                        signature: crate::upstream::SignatureCheck::Unsigned,
-                        hash: String::new(),
-                    },
-                );
-            }
-            upstream.set_catalog(catalog);
-        }
-        Registry::new(upstreams, Naming::prefixed("__".to_owned()), page_size)
+        test_registry(catalogs, page_size)
     }
 
     proptest! {
