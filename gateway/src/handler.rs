@@ -632,16 +632,27 @@ impl ServerHandler for GatewayHandler {
         mut request: CompleteRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, McpError> {
+        let who = self.identity(&context.extensions)?;
         let registry = &self.gateway.registry;
         let server = match &mut request.r#ref {
             Reference::Prompt(prompt) => {
+                let unknown =
+                    || McpError::invalid_params(format!("Unknown prompt: {}", prompt.name), None);
                 let (server, local) = registry
                     .naming
                     .split_name(&prompt.name)
                     .map(|(s, l)| (s.to_owned(), l.to_owned()))
-                    .ok_or_else(|| {
-                        McpError::invalid_params(format!("Unknown prompt: {}", prompt.name), None)
-                    })?;
+                    .ok_or_else(unknown)?;
+                // Completing a prompt's arguments is using the prompt: a hidden one stays
+                // unknown here too.
+                let target = Target::Prompt {
+                    name: &prompt.name,
+                    server: &server,
+                    local: &local,
+                };
+                if !self.visible(&who, "prompts/get", &target) {
+                    return Err(unknown());
+                }
                 prompt.name = local;
                 server
             }
@@ -651,6 +662,13 @@ impl ServerHandler for GatewayHandler {
                     .split_uri(&resource.uri)
                     .map(|(s, l)| (s.to_owned(), l.to_owned()))
                     .ok_or_else(|| Self::unknown_resource(&resource.uri))?;
+                let target = Target::Resource {
+                    uri: &resource.uri,
+                    server: &server,
+                };
+                if !self.visible(&who, "resources/read", &target) {
+                    return Err(Self::unknown_resource(&resource.uri));
+                }
                 resource.uri = local;
                 server
             }

@@ -389,3 +389,41 @@ async fn limits_reload_from_the_config_file() {
         .await
         .unwrap_err();
 }
+
+#[tokio::test]
+async fn huge_and_deep_arguments_get_an_answer_and_the_gateway_keeps_serving() {
+    let gw = gateway_with_policy("").await;
+    let bob = connect(&gw, &api_key(&gw, "bob", &["dev"]).await).await;
+    // 50,000 extra keys, a 1 MB string, and arrays nested 100 deep (serde_json's limit is 128).
+    let mut wide = serde_json::Map::new();
+    for i in 0..50_000 {
+        wide.insert(format!("k{i}"), serde_json::json!(i));
+    }
+    let mut deep = serde_json::json!(1);
+    for _ in 0..100 {
+        deep = serde_json::json!([deep]);
+    }
+    for args in [
+        serde_json::json!({"text": "x", "extra": wide}),
+        serde_json::json!({"text": "y".repeat(1_000_000)}),
+        serde_json::json!({"text": deep}),
+        serde_json::json!({"text": "z", "nested": deep}),
+    ] {
+        // Whatever the answer (the schema may refuse, the upstream may accept), there is one.
+        let _ = call(&bob, "demo__echo", args).await;
+    }
+    let refused = call(&bob, "demo__echo", serde_json::json!({"text": deep}))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code, ErrorCode::INVALID_PARAMS);
+    assert_eq!(
+        call(
+            &bob,
+            "demo__echo",
+            serde_json::json!({"text": "still here"})
+        )
+        .await
+        .unwrap(),
+        "still here"
+    );
+}
