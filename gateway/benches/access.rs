@@ -109,6 +109,17 @@ fn main() {
     measure("policy decision, 1,000 policies (allow)", || {
         black_box(engine.decide(&who, "tools/call", &target, "s", Some(args_map)));
     });
+    let one = PolicyEngine::parse(
+        Path::new("one.cedar"),
+        "permit(principal, action, resource);",
+    )
+    .unwrap();
+    measure("policy decision, 1 policy (allow)", || {
+        black_box(one.decide(&who, "tools/call", &target, "s", Some(args_map)));
+    });
+    measure("policy decision, 1 policy, no arguments", || {
+        black_box(one.decide(&who, "tools/list", &target, "s", None));
+    });
     let other = Target::tool("s3__t3", "s3", "t3", &tool, None);
     measure("policy decision, 1,000 policies (deny)", || {
         black_box(engine.decide(&who, "tools/call", &other, "s", Some(args_map)));

@@ -10,8 +10,10 @@
 //! and a guard that cannot be checked must not open.
 //!
 //! Policies are indexed by the resource in their scope (`resource == Mcp::Tool::"x"`,
-//! `resource in Mcp::Server::"s"`), so a decision evaluates only the policies that can apply
-//! to its resource: the policy set for each resource is built once and cached.
+//! `resource in Mcp::Server::"s"`), and filtered by their principal and action scope, so a
+//! decision evaluates only the policies that can apply to it. The policy set and the entities
+//! of each (client, groups, action, resource) are built once and cached; a property test checks
+//! that this never changes a decision.
 
 pub mod reload;
 
@@ -140,30 +142,78 @@ pub struct PolicyEngine {
     pub source: Option<PathBuf>,
     all: PolicySet,
     /// Policies whose scope names no particular tool, resource, prompt or server.
-    general: Vec<Policy>,
+    general: Vec<Indexed>,
     /// Policies whose scope names one entity (`resource == X` or `resource in X`), by entity.
-    by_entity: HashMap<EntityUid, Vec<Policy>>,
-    /// The policy set of each resource seen so far.
-    cache: Mutex<HashMap<EntityUid, Arc<PolicySet>>>,
+    by_entity: HashMap<EntityUid, Vec<Indexed>>,
     schema: Schema,
-    /// The action entities of the schema, with their groups (`tools/call` in `tools`).
-    actions: Vec<Entity>,
+    /// For each action, its entity and those of its groups (`tools/call` in `tools`): all a
+    /// request needs of the schema's actions. Fewer entities make the per-request transitive
+    /// closure cheaper, and it is most of a decision's cost.
+    actions: HashMap<String, Vec<Entity>>,
+    /// Each policy's name, effect and conditions.
+    meta: HashMap<cedar_policy::PolicyId, PolicyMeta>,
+    /// The entities and applicable policies of recent requests, by everything they are built
+    /// from: building them (Cedar computes a transitive closure) costs more than evaluating.
+    prepared: Mutex<HashMap<EntityKey, Arc<Prepared>>>,
     authorizer: Authorizer,
 }
 
-fn entity_type(name: &str) -> EntityTypeName {
-    // The names are fixed and valid; a failure here is a bug caught by every test.
-    EntityTypeName::from_str(name).unwrap_or_else(|_| unreachable!("invalid entity type {name}"))
+/// The entity types of the schema, parsed once: Cedar parses a type name with its full
+/// grammar, which would otherwise be most of the cost of a decision.
+struct Types {
+    client: EntityTypeName,
+    group: EntityTypeName,
+    server: EntityTypeName,
+    tool: EntityTypeName,
+    resource: EntityTypeName,
+    prompt: EntityTypeName,
+    action: EntityTypeName,
 }
 
-fn uid(kind: &str, id: &str) -> EntityUid {
-    EntityUid::from_type_name_and_id(entity_type(kind), EntityId::new(id))
+static TYPES: std::sync::LazyLock<Types> = std::sync::LazyLock::new(|| {
+    // The names are fixed and valid; a failure here is a bug caught by every test.
+    let parse = |name: &str| {
+        EntityTypeName::from_str(name)
+            .unwrap_or_else(|_| unreachable!("invalid entity type {name}"))
+    };
+    Types {
+        client: parse("Mcp::Client"),
+        group: parse("Mcp::Group"),
+        server: parse("Mcp::Server"),
+        tool: parse("Mcp::Tool"),
+        resource: parse("Mcp::Resource"),
+        prompt: parse("Mcp::Prompt"),
+        action: parse("Mcp::Action"),
+    }
+});
+
+fn uid(kind: fn(&Types) -> &EntityTypeName, id: &str) -> EntityUid {
+    EntityUid::from_type_name_and_id(kind(&TYPES).clone(), EntityId::new(id))
 }
 
 fn schema() -> Result<Schema, String> {
     Schema::from_cedarschema_str(SCHEMA)
         .map(|(schema, _warnings)| schema)
         .map_err(|e| format!("the built-in policy schema is invalid: {e}"))
+}
+
+/// Each action's entity and the entities of its ancestors, by action id.
+fn action_entities(schema: &Schema) -> Result<HashMap<String, Vec<Entity>>, String> {
+    let all = schema.action_entities().map_err(|e| e.to_string())?;
+    Ok(all
+        .iter()
+        .map(|entity| {
+            let uid = entity.uid();
+            let mut entities = vec![entity.clone()];
+            entities.extend(
+                all.ancestors(&uid)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|a| all.get(a).cloned()),
+            );
+            (uid.id().unescaped().to_owned(), entities)
+        })
+        .collect())
 }
 
 /// 1-based line of a byte offset.
@@ -257,26 +307,31 @@ impl PolicyEngine {
             return Err(error(first_offset(e), e.to_string()));
         }
         let mut general = Vec::new();
-        let mut by_entity: HashMap<EntityUid, Vec<Policy>> = HashMap::new();
+        let mut by_entity: HashMap<EntityUid, Vec<Indexed>> = HashMap::new();
         for policy in all.policies() {
             match policy.resource_constraint() {
                 ResourceConstraint::Eq(uid)
                 | ResourceConstraint::In(uid)
                 | ResourceConstraint::IsIn(_, uid) => {
-                    by_entity.entry(uid).or_default().push(policy.clone())
+                    by_entity.entry(uid).or_default().push(Indexed::of(policy))
                 }
-                ResourceConstraint::Any | ResourceConstraint::Is(_) => general.push(policy.clone()),
+                ResourceConstraint::Any | ResourceConstraint::Is(_) => {
+                    general.push(Indexed::of(policy))
+                }
             }
         }
+        let meta = all
+            .policies()
+            .map(|p| (p.id().clone(), PolicyMeta::of(p)))
+            .collect();
         Ok(Self {
             source: Some(path.to_owned()),
             all,
             general,
             by_entity,
-            cache: Mutex::new(HashMap::new()),
-            actions: schema
-                .action_entities()
-                .map(|entities| entities.iter().cloned().collect())
+            meta,
+            prepared: Mutex::new(HashMap::new()),
+            actions: action_entities(&schema)
                 .map_err(|e| error(None, format!("the policy schema's actions: {e}")))?,
             schema,
             authorizer: Authorizer::new(),
@@ -292,26 +347,62 @@ impl PolicyEngine {
         self.len() == 0
     }
 
-    /// The policies that can apply to `resource` in `server`.
-    fn policies_for(&self, resource: &EntityUid, server: &EntityUid) -> Arc<PolicySet> {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(set) = cache.get(resource) {
-            return set.clone();
-        }
+    /// The policies whose scope can match a request of `identity` doing `action` on `resource`
+    /// in `server`: the resource index narrows them to the resource, and each policy's principal
+    /// and action scope are checked against the client, its groups and the action's groups.
+    fn applicable(
+        &self,
+        identity: &Identity,
+        principal: &EntityUid,
+        action: &str,
+        resource: &EntityUid,
+        server: &EntityUid,
+    ) -> PolicySet {
+        let groups: Vec<EntityUid> = identity
+            .groups
+            .iter()
+            .map(|g| uid(|t| &t.group, g))
+            .collect();
+        let actions: Vec<EntityUid> = self
+            .actions
+            .get(action)
+            .into_iter()
+            .flatten()
+            .map(Entity::uid)
+            .collect();
         let applicable = self
             .general
             .iter()
             .chain(self.by_entity.get(resource).into_iter().flatten())
             .chain(self.by_entity.get(server).into_iter().flatten())
-            .cloned();
+            .filter(|p| p.may_apply(principal, &groups, &actions))
+            .map(|p| p.policy.clone());
         // The policies were one valid set, so any subset is too.
-        let set = Arc::new(PolicySet::from_policies(applicable).unwrap_or_default());
-        // A bound on distinct resources, so a huge catalog cannot grow this without end.
+        PolicySet::from_policies(applicable).unwrap_or_default()
+    }
+
+    /// The entities and policies of a request with `key`, built by `build` when not cached.
+    fn prepared(
+        &self,
+        key: EntityKey,
+        build: impl FnOnce() -> Result<Prepared, String>,
+    ) -> Result<Arc<Prepared>, String> {
+        if let Some(found) = self
+            .prepared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(found.clone());
+        }
+        let built = Arc::new(build()?);
+        let mut cache = self.prepared.lock().unwrap_or_else(|e| e.into_inner());
+        // A bound, so many clients and tools cannot grow this without end.
         if cache.len() >= 100_000 {
             cache.clear();
         }
-        cache.insert(resource.clone(), set.clone());
-        set
+        cache.insert(key, built.clone());
+        Ok(built)
     }
 
     /// Decides whether `identity` may perform `action` (an MCP method) on `target`.
@@ -324,52 +415,96 @@ impl PolicyEngine {
         session: &str,
         arguments: Option<&serde_json::Map<String, serde_json::Value>>,
     ) -> Decision {
+        self.decide_with(identity, action, target, session, arguments, false)
+    }
+
+    /// `decide` without the index and the cache: every policy, every action entity. Tests
+    /// check that the index never changes a decision.
+    #[cfg(test)]
+    fn decide_unindexed(
+        &self,
+        identity: &Identity,
+        action: &str,
+        target: &Target<'_>,
+        session: &str,
+    ) -> Decision {
+        self.decide_with(identity, action, target, session, None, true)
+    }
+
+    fn decide_with(
+        &self,
+        identity: &Identity,
+        action: &str,
+        target: &Target<'_>,
+        session: &str,
+        arguments: Option<&serde_json::Map<String, serde_json::Value>>,
+        unindexed: bool,
+    ) -> Decision {
         let deny = |reason: String| Decision {
             allowed: false,
             policies: Vec::new(),
             conditions: Conditions::default(),
             errors: vec![reason],
         };
-        let server_uid = uid("Mcp::Server", target.server());
+        let server_uid = uid(|t| &t.server, target.server());
         let (resource, attrs) = resource_entity(target);
-        let principal = uid("Mcp::Client", &identity.client);
-        let groups: Vec<Entity> = identity
-            .groups
-            .iter()
-            .map(|g| Entity::with_uid(uid("Mcp::Group", g)))
-            .collect();
-        let client = match Entity::new(
-            principal.clone(),
-            HashMap::from([(
-                "via".to_owned(),
-                RestrictedExpression::new_string(identity.via.as_str().to_owned()),
-            )]),
-            groups.iter().map(|g| g.uid()).collect(),
-        ) {
-            Ok(client) => client,
-            Err(e) => return deny(e.to_string()),
+        let principal = uid(|t| &t.client, &identity.client);
+        let key = EntityKey::new(identity, action, target);
+        let build = || {
+            let groups: Vec<Entity> = identity
+                .groups
+                .iter()
+                .map(|g| Entity::with_uid(uid(|t| &t.group, g)))
+                .collect();
+            let client = Entity::new(
+                principal.clone(),
+                HashMap::from([(
+                    "via".to_owned(),
+                    RestrictedExpression::new_string(identity.via.as_str().to_owned()),
+                )]),
+                groups.iter().map(|g| g.uid()).collect(),
+            )
+            .map_err(|e| e.to_string())?;
+            let resource_entity = Entity::new(
+                resource.clone(),
+                attrs,
+                [server_uid.clone()].into_iter().collect(),
+            )
+            .map_err(|e| e.to_string())?;
+            let entities = Entities::from_entities(
+                groups
+                    .into_iter()
+                    .chain([
+                        client,
+                        resource_entity,
+                        Entity::with_uid(server_uid.clone()),
+                    ])
+                    .chain(self.actions.get(action).into_iter().flatten().cloned()),
+                None,
+            )
+            .map_err(|e| e.to_string())?;
+            Ok(Prepared {
+                entities,
+                policies: self.applicable(identity, &principal, action, &resource, &server_uid),
+            })
         };
-        let resource_entity = match Entity::new(
-            resource.clone(),
-            attrs,
-            [server_uid.clone()].into_iter().collect(),
-        ) {
-            Ok(entity) => entity,
-            Err(e) => return deny(e.to_string()),
+        let prepared = if unindexed {
+            build().map(|p| {
+                let all_actions = self.actions.values().flatten().cloned();
+                Arc::new(Prepared {
+                    entities: p
+                        .entities
+                        .add_entities(all_actions, None)
+                        .unwrap_or_else(|_| Entities::empty()),
+                    policies: self.all.clone(),
+                })
+            })
+        } else {
+            self.prepared(key, build)
         };
-        let entities = match Entities::from_entities(
-            groups
-                .into_iter()
-                .chain([
-                    client,
-                    resource_entity,
-                    Entity::with_uid(server_uid.clone()),
-                ])
-                .chain(self.actions.iter().cloned()),
-            None,
-        ) {
-            Ok(entities) => entities,
-            Err(e) => return deny(e.to_string()),
+        let prepared = match prepared {
+            Ok(prepared) => prepared,
+            Err(e) => return deny(e),
         };
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -394,7 +529,7 @@ impl PolicyEngine {
         };
         let request = match Request::new(
             principal,
-            uid("Mcp::Action", action),
+            uid(|t| &t.action, action),
             resource.clone(),
             context,
             None,
@@ -402,20 +537,25 @@ impl PolicyEngine {
             Ok(request) => request,
             Err(e) => return deny(e.to_string()),
         };
-        let set = self.policies_for(&resource, &server_uid);
-        let response = self.authorizer.is_authorized(&request, &set, &entities);
+        let response =
+            self.authorizer
+                .is_authorized(&request, &prepared.policies, &prepared.entities);
+        // Names, effects and conditions were read from the annotations once, at parse time:
+        // Cedar parses the key on every `annotation` lookup.
+        let meta = |id: &cedar_policy::PolicyId| self.meta.get(id);
         let name = |id: &cedar_policy::PolicyId| {
-            set.annotation(id, "id")
-                .map(str::to_owned)
+            meta(id)
+                .map(|m| m.name.clone())
                 .unwrap_or_else(|| id.to_string())
         };
+        let is_forbid = |id: &cedar_policy::PolicyId| meta(id).is_some_and(|m| m.forbid);
         let errors: Vec<_> = response.diagnostics().errors().collect();
         let failed_forbids: Vec<String> = errors
             .iter()
             .filter_map(|e| {
                 let cedar_policy::AuthorizationError::PolicyEvaluationError(e) = e;
                 let id = e.policy_id();
-                (set.policy(id).map(Policy::effect) == Some(Effect::Forbid)).then(|| name(id))
+                is_forbid(id).then(|| name(id))
             })
             .collect();
         let error_texts = errors.iter().map(|e| e.to_string()).collect();
@@ -423,7 +563,7 @@ impl PolicyEngine {
         if response.decision() == CedarDecision::Deny || !failed_forbids.is_empty() {
             let mut policies: Vec<String> = reasons
                 .iter()
-                .filter(|id| set.policy(id).map(Policy::effect) == Some(Effect::Forbid))
+                .filter(|id| is_forbid(id))
                 .map(|id| name(id))
                 .collect();
             policies.extend(failed_forbids);
@@ -436,8 +576,8 @@ impl PolicyEngine {
         }
         let mut conditions = Conditions::default();
         for id in &reasons {
-            if let Some(policy) = set.policy(id) {
-                apply_annotations(policy, &mut conditions);
+            if let Some(meta) = meta(id) {
+                merge_conditions(&meta.conditions, &mut conditions);
             }
         }
         Decision {
@@ -454,20 +594,152 @@ impl PolicyEngine {
     }
 }
 
-/// Reads the condition annotations of a `permit` policy into `conditions`. When several
-/// permits decide, the strictest of each condition wins.
-fn apply_annotations(policy: &Policy, conditions: &mut Conditions) {
-    if let Some(sandbox) = policy.annotation("sandbox") {
-        conditions.sandbox = Some(sandbox.to_owned());
-    }
-    if let Some(paths) = policy.annotation("redact") {
-        for path in paths.split_whitespace() {
-            if !conditions.redact.iter().any(|p| p == path) {
-                conditions.redact.push(path.to_owned());
-            }
+/// What a request is decided with, apart from its context.
+struct Prepared {
+    entities: Entities,
+    policies: PolicySet,
+}
+
+/// A policy with its principal and action scope, read once.
+struct Indexed {
+    policy: Policy,
+    principal: cedar_policy::PrincipalConstraint,
+    action: cedar_policy::ActionConstraint,
+}
+
+impl Indexed {
+    fn of(policy: &Policy) -> Self {
+        Self {
+            principal: policy.principal_constraint(),
+            action: policy.action_constraint(),
+            policy: policy.clone(),
         }
     }
-    if let Some(limit) = policy.annotation("rate_limit").and_then(parse_rate) {
+
+    /// Whether the scope can match `principal` (in `groups`) doing the first of `actions`
+    /// (the rest are its groups). Clients are in groups and groups in nothing, so `principal
+    /// in X` holds exactly when X is the client or one of its groups.
+    fn may_apply(
+        &self,
+        principal: &EntityUid,
+        groups: &[EntityUid],
+        actions: &[EntityUid],
+    ) -> bool {
+        use cedar_policy::{ActionConstraint as A, PrincipalConstraint as P};
+        let principal_ok = match &self.principal {
+            P::Any | P::Is(_) => true,
+            P::Eq(uid) => uid == principal,
+            P::In(uid) | P::IsIn(_, uid) => uid == principal || groups.contains(uid),
+        };
+        principal_ok
+            && match &self.action {
+                A::Any => true,
+                A::Eq(uid) => actions.first() == Some(uid),
+                A::In(uids) => uids.iter().any(|uid| actions.contains(uid)),
+            }
+    }
+}
+
+/// Everything the entities of a request are built from.
+#[derive(PartialEq, Eq, Hash)]
+struct EntityKey {
+    client: String,
+    groups: Vec<String>,
+    via: &'static str,
+    action: String,
+    /// The target's kind, name, server, upstream name and trust state.
+    target: (u8, String, String, String, String),
+    /// The tool's hints, in the order of the schema.
+    hints: [Option<bool>; 4],
+}
+
+impl EntityKey {
+    fn new(identity: &Identity, action: &str, target: &Target<'_>) -> Self {
+        let (kind, name, local, verification, hints) = match target {
+            Target::Tool {
+                name,
+                local,
+                verification,
+                annotations,
+                ..
+            } => (
+                0,
+                *name,
+                *local,
+                *verification,
+                annotations.map_or([None; 4], |a| {
+                    [
+                        a.read_only_hint,
+                        a.destructive_hint,
+                        a.idempotent_hint,
+                        a.open_world_hint,
+                    ]
+                }),
+            ),
+            Target::Resource { uri, .. } => (1, *uri, "", "", [None; 4]),
+            Target::Prompt { name, local, .. } => (2, *name, *local, "", [None; 4]),
+        };
+        Self {
+            client: identity.client.clone(),
+            groups: identity.groups.clone(),
+            via: identity.via.as_str(),
+            action: action.to_owned(),
+            target: (
+                kind,
+                name.to_owned(),
+                target.server().to_owned(),
+                local.to_owned(),
+                verification.to_owned(),
+            ),
+            hints,
+        }
+    }
+}
+
+/// What the gateway reads from one policy's annotations.
+struct PolicyMeta {
+    /// `@id`, or Cedar's `policyN`.
+    name: String,
+    forbid: bool,
+    /// The conditions its annotations attach, for a `permit`.
+    conditions: Conditions,
+}
+
+impl PolicyMeta {
+    fn of(policy: &Policy) -> Self {
+        let mut name = policy.id().to_string();
+        let mut conditions = Conditions::default();
+        for (key, value) in policy.annotations() {
+            match key {
+                "id" => name = value.to_owned(),
+                "sandbox" => conditions.sandbox = Some(value.to_owned()),
+                "redact" => {
+                    conditions.redact = value.split_whitespace().map(str::to_owned).collect()
+                }
+                "rate_limit" => conditions.rate_limit = parse_rate(value),
+                _ => {}
+            }
+        }
+        Self {
+            name,
+            forbid: policy.effect() == Effect::Forbid,
+            conditions,
+        }
+    }
+}
+
+/// Adds the conditions of one deciding `permit` to `conditions`. When several permits decide,
+/// the strictest of each condition wins.
+fn merge_conditions(from: &Conditions, conditions: &mut Conditions) {
+    if let Some(sandbox) = &from.sandbox {
+        conditions.sandbox = Some(sandbox.clone());
+    }
+    for path in &from.redact {
+        if !conditions.redact.iter().any(|p| p == path) {
+            conditions.redact.push(path.clone());
+        }
+    }
+    if let Some(limit) = from.rate_limit {
         let stricter = conditions.rate_limit.is_none_or(|old| {
             // Compare requests per second without division: a/b < c/d  <=>  a*d < c*b.
             u64::from(limit.requests) * old.per_secs < u64::from(old.requests) * limit.per_secs
@@ -514,10 +786,10 @@ fn resource_entity(target: &Target<'_>) -> (EntityUid, HashMap<String, Restricte
                     }
                 }
             }
-            (uid("Mcp::Tool", name), attrs)
+            (uid(|t| &t.tool, name), attrs)
         }
         Target::Resource { uri, server } => (
-            uid("Mcp::Resource", uri),
+            uid(|t| &t.resource, uri),
             HashMap::from([
                 ("server".to_owned(), string(server)),
                 ("uri".to_owned(), string(uri)),
@@ -528,7 +800,7 @@ fn resource_entity(target: &Target<'_>) -> (EntityUid, HashMap<String, Restricte
             server,
             local,
         } => (
-            uid("Mcp::Prompt", name),
+            uid(|t| &t.prompt, name),
             HashMap::from([
                 ("server".to_owned(), string(server)),
                 ("name".to_owned(), string(local)),

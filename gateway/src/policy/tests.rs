@@ -262,3 +262,58 @@ proptest! {
         prop_assert_eq!(decision.allowed, permitted && !forbidden);
     }
 }
+
+/// One scope-only policy, drawn from the shapes the index treats differently.
+fn arbitrary_policy() -> impl Strategy<Value = String> {
+    let effect = prop_oneof![Just("permit"), Just("forbid")];
+    let principal = prop_oneof![
+        Just("principal".to_owned()),
+        (0usize..3).prop_map(|g| format!("principal in Mcp::Group::\"g{g}\"")),
+        (0usize..2).prop_map(|c| format!("principal == Mcp::Client::\"c{c}\"")),
+        (0usize..2).prop_map(|c| format!("principal in Mcp::Client::\"c{c}\"")),
+        Just("principal is Mcp::Client".to_owned()),
+    ];
+    let action = prop_oneof![
+        Just("action".to_owned()),
+        Just("action == Mcp::Action::\"tools/call\"".to_owned()),
+        Just("action == Mcp::Action::\"tools/list\"".to_owned()),
+        Just("action in Mcp::Action::\"tools\"".to_owned()),
+        Just("action in [Mcp::Action::\"tools/list\", Mcp::Action::\"prompts/get\"]".to_owned()),
+    ];
+    let resource = prop_oneof![
+        Just("resource".to_owned()),
+        (0usize..2, 0usize..2).prop_map(|(s, t)| format!("resource == Mcp::Tool::\"s{s}__t{t}\"")),
+        (0usize..2).prop_map(|s| format!("resource in Mcp::Server::\"s{s}\"")),
+        Just("resource is Mcp::Tool".to_owned()),
+        (0usize..2).prop_map(|s| format!("resource is Mcp::Tool in Mcp::Server::\"s{s}\"")),
+    ];
+    (effect, principal, action, resource).prop_map(|(e, p, a, r)| format!("{e}({p}, {a}, {r});\n"))
+}
+
+proptest! {
+    /// Indexing policies by resource, principal and action never changes a decision: the
+    /// engine decides exactly as Cedar does with every policy and every entity.
+    #[test]
+    fn the_index_never_changes_a_decision(
+        policies in proptest::collection::vec(arbitrary_policy(), 0..12),
+        client_index in 0usize..2,
+        groups in proptest::collection::vec(0usize..3, 0..3),
+        server in 0usize..2,
+        tool_index in 0usize..2,
+        list in any::<bool>(),
+    ) {
+        let engine = engine(&policies.concat());
+        let groups: Vec<String> = groups.iter().map(|g| format!("g{g}")).collect();
+        let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
+        let who = client(&format!("c{client_index}"), &groups);
+        let name = format!("s{server}__t{tool_index}");
+        let action = if list { "tools/list" } else { "tools/call" };
+        let indexed = engine.decide(&who, action, &tool(&name, None), "", None);
+        let reference = engine.decide_unindexed(&who, action, &tool(&name, None), "");
+        prop_assert!(reference.errors.is_empty(), "{:?}", reference.errors);
+        prop_assert_eq!(indexed.allowed, reference.allowed, "{}", policies.concat());
+        // Asked again, from the cache.
+        let again = engine.decide(&who, action, &tool(&name, None), "", None);
+        prop_assert_eq!(again.allowed, reference.allowed);
+    }
+}
