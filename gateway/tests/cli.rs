@@ -243,3 +243,134 @@ async fn tools_approve_shows_the_diff_and_serves_the_new_definition() {
         "{stderr}"
     );
 }
+
+#[test]
+fn clients_are_created_listed_and_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "gateway.toml",
+        "[storage]\ndata_dir = \"state\"\n",
+    );
+    let (code, stdout, stderr) = gateway(
+        &[
+            "clients", "create", "alice", "--group", "ops", "--group", "dev", "--config", &config,
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let key = stdout.trim().to_owned();
+    assert!(key.starts_with("mgw_"), "{stdout}");
+    assert!(stderr.contains("shown only now"), "{stderr}");
+
+    let (code, stdout, _) = gateway(
+        &["clients", "list", "--json", "--config", &config],
+        dir.path(),
+    );
+    assert_eq!(code, 0);
+    assert!(
+        !stdout.contains(&key[4..]),
+        "the key itself is never listed: {stdout}"
+    );
+    let listed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(listed[0]["client"], "alice");
+    assert_eq!(listed[0]["groups"], serde_json::json!(["ops", "dev"]));
+    assert!(key.starts_with(listed[0]["prefix"].as_str().unwrap()));
+
+    let (code, _, stderr) = gateway(
+        &["clients", "create", "bad name", "--config", &config],
+        dir.path(),
+    );
+    assert_eq!(code, 1);
+    assert!(stderr.contains("client name `bad name`"), "{stderr}");
+
+    let (code, stdout, _) = gateway(
+        &["clients", "revoke", "alice", "--config", &config],
+        dir.path(),
+    );
+    assert_eq!(code, 0);
+    assert!(stdout.contains("revoked 1 key(s) of alice"), "{stdout}");
+    let (code, _, _) = gateway(
+        &["clients", "revoke", "alice", "--config", &config],
+        dir.path(),
+    );
+    assert_eq!(code, 1, "nothing left to revoke");
+}
+
+#[test]
+fn policy_check_and_explain() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(
+        dir.path(),
+        "policy.cedar",
+        "@id(\"ops\")\npermit(principal in Mcp::Group::\"ops\", action, resource);\n\
+         @id(\"no-etc\")\n@rate_limit(\"5/60\")\n\
+         forbid(principal, action == Mcp::Action::\"tools/call\", resource)\n\
+         when { context.arguments has path && context.arguments.path like \"/etc/*\" };\n",
+    );
+    let config = write(
+        dir.path(),
+        "gateway.toml",
+        "[storage]\ndata_dir = \"state\"\n[policy]\nfile = \"policy.cedar\"\n",
+    );
+    let (code, stdout, _) = gateway(&["policy", "check", &policy], dir.path());
+    assert_eq!(code, 0);
+    assert!(stdout.contains("2 policies, valid"), "{stdout}");
+
+    let bad = write(
+        dir.path(),
+        "bad.cedar",
+        "permit(principal, action, resource);\n\npermit(principal in Mcp::Grup::\"x\", action, resource);\n",
+    );
+    let (code, _, stderr) = gateway(&["policy", "check", &bad], dir.path());
+    assert_eq!(code, 1);
+    assert!(stderr.starts_with(&format!("{bad}:3: ")), "{stderr}");
+    let (code, stdout, _) = gateway(&["policy", "check", "--json", &bad], dir.path());
+    assert_eq!(code, 1);
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        (report["valid"].clone(), report["line"].clone()),
+        (false.into(), 3.into())
+    );
+
+    // The client's groups come from its API key.
+    let (code, _, _) = gateway(
+        &[
+            "clients", "create", "alice", "--group", "ops", "--config", &config,
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 0);
+    let explain = |args: &str| {
+        gateway(
+            &[
+                "policy",
+                "explain",
+                "--client",
+                "alice",
+                "--tool",
+                "files__read",
+                "--args",
+                args,
+                "--json",
+                "--config",
+                &config,
+            ],
+            dir.path(),
+        )
+    };
+    let (code, stdout, _) = explain(r#"{"path": "/srv/a"}"#);
+    assert_eq!(code, 0, "{stdout}");
+    let decision: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(decision["decision"], "allow");
+    assert_eq!(decision["policies"], serde_json::json!(["ops"]));
+    assert_eq!(decision["groups"], serde_json::json!(["ops"]));
+    let (code, stdout, _) = explain(r#"{"path": "/etc/shadow"}"#);
+    assert_eq!(code, 1);
+    let decision: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(decision["decision"], "deny");
+    assert_eq!(decision["policies"], serde_json::json!(["no-etc"]));
+    let (code, _, stderr) = explain("[1]");
+    assert_eq!(code, 1);
+    assert!(stderr.contains("--args must be a JSON object"), "{stderr}");
+}
