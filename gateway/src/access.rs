@@ -95,12 +95,15 @@ pub struct Access {
     pub stdio_identity: Identity,
     /// Limits that policies attach with `@rate_limit`, one set per distinct limit.
     policy_limits: Mutex<HashMap<RateCondition, Arc<Limits>>>,
+    /// Where each decision on a call, read or prompt is recorded.
+    audit: Option<crate::audit::AuditLog>,
 }
 
 impl Access {
     pub async fn new(
         config: &Config,
         api_keys: crate::identity::api_keys::ApiKeys,
+        audit: Option<crate::audit::AuditLog>,
     ) -> Result<Self, String> {
         let policy = PolicyHandle::load(config.policy.file.clone()).map_err(|e| e.to_string())?;
         let limits = Limits::new(config.limits.clone())
@@ -123,6 +126,7 @@ impl Access {
                 via: AuthMethod::Stdio,
             },
             policy_limits: Mutex::new(HashMap::new()),
+            audit,
         })
     }
 
@@ -291,6 +295,14 @@ impl Access {
             .policy
             .current()
             .decide(who, action, target, session, arguments);
+        if let Some(audit) = &self.audit {
+            let record =
+                crate::audit::decision_record(who, session, action, target, arguments, &decision);
+            // Not waited for: the outcome record that follows is, and the chain is in order.
+            if let Err(e) = audit.record_nowait(&record) {
+                tracing::error!(error = %e, "cannot record a policy decision");
+            }
+        }
         if !decision.allowed {
             tracing::info!(
                 target: "audit",
@@ -422,6 +434,7 @@ mod tests {
             output_check,
             stdio_identity: Identity::anonymous(),
             policy_limits: Mutex::new(HashMap::new()),
+            audit: None,
         }
     }
 

@@ -290,69 +290,25 @@ impl ServerHandler for GatewayHandler {
         let Some(tool) = self.gateway.registry.lookup_tool(&name) else {
             return Err(Self::unknown_tool(&name));
         };
-        let upstream = tool.upstream;
-        let mut upstream_request = request;
-        upstream_request.name = tool.local.to_owned().into();
-        // A retry carrying the gateway's requestState continues a call admitted already.
-        if gateway_state(&upstream_request.request_state).is_none() {
-            self.gateway
-                .access
-                .admit_call(
-                    &who,
-                    &self.session_name(),
-                    &name,
-                    &tool,
-                    upstream_request.arguments.as_ref(),
-                )
-                .await
-                .map_err(|refusal| refusal.into_error(|| Self::unknown_tool(&name)))?;
+        let started = std::time::Instant::now();
+        let result = self
+            .call_resolved(&who, &name, &tool, request, &context)
+            .await;
+        // The answer waits for the commit that holds its outcome record (and, before it in the
+        // chain, its decision record), and for nothing else.
+        let record = crate::audit::outcome_record(
+            &who,
+            &self.session_name(),
+            &name,
+            &tool.upstream.name,
+            tool.trust().map(|t| t.hash.as_str()).unwrap_or_default(),
+            tool.upstream.tier(),
+            &outcome(&result, started),
+        );
+        if let Err(e) = self.gateway.audit.log.record(&record).await {
+            tracing::error!(error = %e, tool = %name, "cannot record a call's outcome");
         }
-        if let Some(token) = gateway_state(&upstream_request.request_state) {
-            let result = pipeline::resume(
-                &self.gateway.sessions,
-                token,
-                upstream_request.input_responses.as_ref(),
-                &context,
-            )
-            .await?;
-            return match result {
-                ServerResult::CallToolResult(result) => Ok(CallToolResponse::Complete(result)),
-                ServerResult::InputRequiredResult(result) => {
-                    Ok(CallToolResponse::InputRequired(result))
-                }
-                _ => Err(unexpected("tools/call")),
-            };
-        }
-        let legacy_client = !client_is_modern(&context);
-        for _round in 0..MAX_INPUT_ROUNDS {
-            let result = pipeline::dispatch(
-                &self.gateway.sessions,
-                self.session.id,
-                upstream,
-                ClientRequest::CallToolRequest(Request::new(upstream_request.clone())),
-                &context,
-            )
-            .await?;
-            match result {
-                ServerResult::CallToolResult(result) => {
-                    self.gateway.access.check_output(&tool, &result)?;
-                    return Ok(CallToolResponse::Complete(result));
-                }
-                ServerResult::InputRequiredResult(result) if legacy_client => {
-                    let (responses, state) = ask_legacy_client(&context, result).await?;
-                    upstream_request.input_responses = responses;
-                    upstream_request.request_state = state;
-                }
-                ServerResult::InputRequiredResult(result) => {
-                    return Ok(CallToolResponse::InputRequired(result));
-                }
-                ServerResult::CreateTaskResult(result) => {
-                    return Ok(CallToolResponse::Task(result));
-                }
-                _ => return Err(unexpected("tools/call")),
-            }
-        }
-        Err(too_many_rounds())
+        result
     }
 
     /// The definition rmcp checks `Mcp-Param-*` headers against (declared with `x-mcp-header`
@@ -748,4 +704,121 @@ impl Drop for GatewayHandler {
 
 fn cursor(request: &Option<PaginatedRequestParams>) -> Option<&str> {
     request.as_ref().and_then(|r| r.cursor.as_deref())
+}
+
+/// The audit outcome of a call's answer.
+fn outcome(
+    result: &Result<CallToolResponse, McpError>,
+    started: std::time::Instant,
+) -> crate::audit::Outcome {
+    let duration_us = started.elapsed().as_micros() as u64;
+    let mut outcome = crate::audit::Outcome {
+        status: "success",
+        code: None,
+        message: None,
+        duration_us,
+        result_bytes: 0,
+        degradation: None,
+    };
+    match result {
+        Ok(CallToolResponse::Complete(result)) => {
+            if result.is_error == Some(true) {
+                outcome.status = "tool-error";
+            }
+            outcome.result_bytes = serde_json::to_vec(result).map_or(0, |v| v.len() as u64);
+        }
+        Ok(CallToolResponse::InputRequired(_)) => outcome.status = "input-required",
+        Ok(CallToolResponse::Task(_)) => outcome.status = "task",
+        Ok(_) => outcome.status = "other",
+        Err(e) => {
+            outcome.status = "error";
+            outcome.code = Some(e.code.0);
+            outcome.message = Some(e.message.to_string());
+            outcome.degradation = match e.code.0 {
+                crate::access::RATE_LIMITED => Some("rate-limited"),
+                _ if e.message.contains("timed out") => Some("timeout"),
+                _ if e.message.contains("not available") || e.message.contains("closed") => {
+                    Some("upstream-unavailable")
+                }
+                _ => None,
+            };
+        }
+    }
+    outcome
+}
+
+impl GatewayHandler {
+    /// A `tools/call` of a tool that resolved: admission, then dispatch.
+    async fn call_resolved(
+        &self,
+        who: &Identity,
+        name: &str,
+        tool: &crate::registry::ToolRef<'_>,
+        request: CallToolRequestParams,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let upstream = tool.upstream;
+        let mut upstream_request = request;
+        upstream_request.name = tool.local.to_owned().into();
+        // A retry carrying the gateway's requestState continues a call admitted already.
+        if gateway_state(&upstream_request.request_state).is_none() {
+            self.gateway
+                .access
+                .admit_call(
+                    who,
+                    &self.session_name(),
+                    name,
+                    tool,
+                    upstream_request.arguments.as_ref(),
+                )
+                .await
+                .map_err(|refusal| refusal.into_error(|| Self::unknown_tool(name)))?;
+        }
+        if let Some(token) = gateway_state(&upstream_request.request_state) {
+            let result = pipeline::resume(
+                &self.gateway.sessions,
+                token,
+                upstream_request.input_responses.as_ref(),
+                context,
+            )
+            .await?;
+            return match result {
+                ServerResult::CallToolResult(result) => Ok(CallToolResponse::Complete(result)),
+                ServerResult::InputRequiredResult(result) => {
+                    Ok(CallToolResponse::InputRequired(result))
+                }
+                _ => Err(unexpected("tools/call")),
+            };
+        }
+        let legacy_client = !client_is_modern(context);
+        for _round in 0..MAX_INPUT_ROUNDS {
+            let result = pipeline::dispatch(
+                &self.gateway.sessions,
+                self.session.id,
+                upstream,
+                ClientRequest::CallToolRequest(Request::new(upstream_request.clone())),
+                context,
+            )
+            .await?;
+            match result {
+                ServerResult::CallToolResult(result) => {
+                    self.gateway.access.check_output(tool, &result)?;
+                    return Ok(CallToolResponse::Complete(result));
+                }
+                ServerResult::InputRequiredResult(result) if legacy_client => {
+                    let (responses, state) = ask_legacy_client(context, result).await?;
+                    upstream_request.input_responses = responses;
+                    upstream_request.request_state = state;
+                }
+                ServerResult::InputRequiredResult(result) => {
+                    return Ok(CallToolResponse::InputRequired(result));
+                }
+                ServerResult::CreateTaskResult(result) => {
+                    return Ok(CallToolResponse::Task(result));
+                }
+                _ => return Err(unexpected("tools/call")),
+            }
+        }
+        Err(too_many_rounds())
+    }
 }

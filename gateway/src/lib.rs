@@ -4,6 +4,7 @@
 //! `ARCHITECTURE.md` at the repository root walks through one request's path.
 
 pub mod access;
+pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod demo;
@@ -40,6 +41,8 @@ pub struct Gateway {
     pub registry: Registry,
     /// Identity, policy, limits and validators.
     pub access: access::Access,
+    /// The audit trail this process writes.
+    pub audit: audit::Audit,
     pub sessions: Arc<Sessions>,
     shutdown: CancellationToken,
     supervisors: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -54,7 +57,9 @@ impl Gateway {
         launcher: Arc<dyn ProcessLauncher>,
         store: &store::Store,
     ) -> Result<Arc<Self>, String> {
-        let access = access::Access::new(&config, store.api_keys()).await?;
+        let audit = audit::Audit::open(store.pool().clone(), &config.storage.data_dir).await?;
+        let access =
+            access::Access::new(&config, store.api_keys(), Some(audit.log.clone())).await?;
         let naming = match (
             config.routing.pass_through,
             config.servers.iter().find(|s| s.enabled),
@@ -93,6 +98,7 @@ impl Gateway {
         let gateway = Arc::new(Self {
             registry: Registry::new(upstreams, naming, config.routing.page_size),
             access,
+            audit,
             config,
             sessions,
             shutdown,

@@ -93,6 +93,11 @@ impl Store {
         keys::revocations::RevocationStore::new(self.pool.clone())
     }
 
+    /// The connection pool, for the audit trail.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     /// The API keys of clients, over the same database.
     pub fn api_keys(&self) -> crate::identity::api_keys::ApiKeys {
         crate::identity::api_keys::ApiKeys::new(self.pool.clone())

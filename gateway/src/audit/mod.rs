@@ -1,0 +1,299 @@
+//! The audit trail: one record per decision and per outcome, hash-chained, signed, durable.
+//!
+//! `chain.rs` says how records are linked and checked (no I/O), `writer.rs` appends them in
+//! group commits. This module builds the records the gateway writes and reads the trail back
+//! for `mcp-gateway audit ...`.
+//!
+//! Each gateway process is one writer with a chain of its own (`gw-<uuid>`), so replicas
+//! sharing a database never contend for one chain, and a restart starts a new one.
+
+pub mod chain;
+pub mod writer;
+
+use std::{collections::BTreeMap, path::Path};
+
+use ed25519_dalek::VerifyingKey;
+use sha2::{Digest, Sha256};
+use sqlx::{AnyPool, Row};
+
+use self::chain::{Problem, StoredCheckpoint, StoredRecord};
+pub use self::writer::{AuditError, AuditLog};
+use crate::{
+    identity::Identity,
+    policy::{Decision, Target},
+};
+
+/// Where the audit signing key lives in the data directory.
+pub fn key_path(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("audit_ed25519.pem")
+}
+
+/// The audit trail of a running gateway.
+pub struct Audit {
+    pub log: AuditLog,
+    pub public_key: VerifyingKey,
+}
+
+impl Audit {
+    /// Loads (or creates) the signing key in `data_dir` and starts this process's writer.
+    pub async fn open(pool: AnyPool, data_dir: &Path) -> Result<Self, String> {
+        let key = keys::material::load_or_create_ed25519(&key_path(data_dir))
+            .map_err(|e| format!("audit key: {e}"))?;
+        let public_key = key.verifying_key();
+        let writer = format!("gw-{}", uuid::Uuid::new_v4());
+        let log = AuditLog::start(pool, key, writer, |_| {})
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Self { log, public_key })
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// `sha256:<hex>` of the canonical JSON of `arguments`.
+pub fn digest(arguments: &serde_json::Value) -> String {
+    let canonical = writer::canonical(arguments).unwrap_or_else(|_| arguments.to_string());
+    format!(
+        "sha256:{}",
+        chain::hex(&Sha256::digest(canonical.as_bytes()))
+    )
+}
+
+/// `arguments` with the value at each path (`a.b.c`) replaced by `"[redacted]"`.
+pub fn redact(arguments: &serde_json::Value, paths: &[String]) -> serde_json::Value {
+    let mut out = arguments.clone();
+    for path in paths {
+        let mut node = &mut out;
+        let mut parts = path.split('.').peekable();
+        while let Some(part) = parts.next() {
+            let Some(object) = node.as_object_mut() else {
+                break;
+            };
+            if parts.peek().is_none() {
+                if let Some(value) = object.get_mut(part) {
+                    *value = serde_json::Value::String("[redacted]".into());
+                }
+                break;
+            }
+            match object.get_mut(part) {
+                Some(next) => node = next,
+                None => break,
+            }
+        }
+    }
+    out
+}
+
+/// The record of a policy decision on a call: everything `audit replay` needs to decide it
+/// again (the client and groups, the tool and its attributes, the arguments as the policy lets
+/// them be recorded) and what was decided.
+pub fn decision_record(
+    who: &Identity,
+    session: &str,
+    method: &str,
+    target: &Target<'_>,
+    arguments: Option<&serde_json::Map<String, serde_json::Value>>,
+    decision: &Decision,
+) -> serde_json::Value {
+    let args = serde_json::Value::Object(arguments.cloned().unwrap_or_default());
+    let mut record = serde_json::json!({
+        "kind": "decision",
+        "time": now_ms(),
+        "client": who.client,
+        "groups": who.groups,
+        "via": who.via.as_str(),
+        "session": session,
+        "method": method,
+        "server": target.server(),
+        "decision": if decision.allowed { "allow" } else { "deny" },
+        "policies": decision.policies,
+        "conditions": decision.conditions,
+        "argumentsDigest": digest(&args),
+        "arguments": redact(&args, &decision.conditions.redact),
+    });
+    let fields = match target {
+        Target::Tool {
+            name,
+            local,
+            verification,
+            annotations,
+            ..
+        } => serde_json::json!({
+            "tool": name, "local": local, "verification": verification,
+            "annotations": annotations,
+        }),
+        Target::Resource { uri, .. } => serde_json::json!({ "resource": uri }),
+        Target::Prompt { name, local, .. } => serde_json::json!({ "prompt": name, "local": local }),
+    };
+    if let (Some(record), serde_json::Value::Object(fields)) = (record.as_object_mut(), fields) {
+        record.extend(fields);
+    }
+    record
+}
+
+/// The outcome of a call, for the record that follows its decision.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    /// `success`, `tool-error` (the tool answered `isError`), `error` (a JSON-RPC error) or
+    /// `refused` (stopped by the gateway before dispatch).
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub duration_us: u64,
+    pub result_bytes: u64,
+    /// `timeout`, `rate-limited`, `upstream-unavailable`, `invalid-arguments`, ... or none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub degradation: Option<&'static str>,
+}
+
+/// The record of a `tools/call`'s outcome.
+pub fn outcome_record(
+    who: &Identity,
+    session: &str,
+    name: &str,
+    server: &str,
+    definition_hash: &str,
+    tier: &str,
+    outcome: &Outcome,
+) -> serde_json::Value {
+    serde_json::json!({
+        "kind": "outcome",
+        "time": now_ms(),
+        "client": who.client,
+        "session": session,
+        "method": "tools/call",
+        "tool": name,
+        "server": server,
+        "definitionHash": definition_hash,
+        "tier": { "requested": "none", "used": tier },
+        "outcome": outcome,
+    })
+}
+
+/// One record as read back, with its position.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Entry {
+    pub writer: String,
+    pub seq: i64,
+    pub at: i64,
+    pub hash: String,
+    pub record: serde_json::Value,
+}
+
+/// The result of checking every writer's chain.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Verification {
+    pub writers: usize,
+    pub records: u64,
+    pub problems: Vec<Problem>,
+}
+
+/// Checks the whole trail against `key`: every writer's chain, in full.
+pub async fn verify(pool: &AnyPool, key: &VerifyingKey) -> Result<Verification, AuditError> {
+    let mut checkpoints: BTreeMap<String, Vec<StoredCheckpoint>> = BTreeMap::new();
+    for row in sqlx::query(
+        "SELECT writer, seq, hash, signature FROM audit_checkpoints ORDER BY writer, seq",
+    )
+    .fetch_all(pool)
+    .await?
+    {
+        let checkpoint = StoredCheckpoint {
+            writer: row.try_get("writer")?,
+            seq: row.try_get("seq")?,
+            hash: row.try_get("hash")?,
+            signature: row.try_get("signature")?,
+        };
+        checkpoints
+            .entry(checkpoint.writer.clone())
+            .or_default()
+            .push(checkpoint);
+    }
+    let mut writers: Vec<String> = sqlx::query_scalar("SELECT DISTINCT writer FROM audit_records")
+        .fetch_all(pool)
+        .await?;
+    for writer in checkpoints.keys() {
+        if !writers.contains(writer) {
+            writers.push(writer.clone());
+        }
+    }
+    writers.sort();
+    let mut report = Verification {
+        writers: writers.len(),
+        records: 0,
+        problems: Vec::new(),
+    };
+    for writer in writers {
+        let rows = sqlx::query(
+            "SELECT writer, seq, body, prev_hash, hash FROM audit_records WHERE writer = $1 ORDER BY seq",
+        )
+        .bind(&writer)
+        .fetch_all(pool)
+        .await?;
+        let records = rows
+            .iter()
+            .map(|row| {
+                Ok(StoredRecord {
+                    writer: row.try_get("writer")?,
+                    seq: row.try_get("seq")?,
+                    body: row.try_get("body")?,
+                    prev_hash: row.try_get("prev_hash")?,
+                    hash: row.try_get("hash")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let count = records.len() as u64;
+        match chain::verify_writer(
+            records,
+            checkpoints
+                .get(&writer)
+                .map(Vec::as_slice)
+                .unwrap_or_default(),
+            key,
+        ) {
+            Ok(_) => report.records += count,
+            Err(problem) => report.problems.push(problem),
+        }
+    }
+    Ok(report)
+}
+
+/// Records committed in `[since, until)` (Unix milliseconds), in commit order.
+pub async fn entries(
+    pool: &AnyPool,
+    since: Option<i64>,
+    until: Option<i64>,
+) -> Result<Vec<Entry>, AuditError> {
+    let rows = sqlx::query(
+        "SELECT writer, seq, at, body, hash FROM audit_records WHERE at >= $1 AND at < $2 \
+         ORDER BY at, writer, seq",
+    )
+    .bind(since.unwrap_or(i64::MIN))
+    .bind(until.unwrap_or(i64::MAX))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let body: String = row.try_get("body")?;
+            Ok(Entry {
+                writer: row.try_get("writer")?,
+                seq: row.try_get("seq")?,
+                at: row.try_get("at")?,
+                hash: row.try_get("hash")?,
+                record: serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(AuditError::from)
+}
+
+#[cfg(test)]
+mod tests;
