@@ -291,18 +291,25 @@ impl ServerHandler for GatewayHandler {
             return Err(Self::unknown_tool(&name));
         };
         let started = std::time::Instant::now();
+        let digest = crate::audit::digest(&serde_json::Value::Object(
+            request.arguments.clone().unwrap_or_default(),
+        ));
         let result = self
             .call_resolved(&who, &name, &tool, request, &context)
             .await;
         // The answer waits for the commit that holds its outcome record (and, before it in the
         // chain, its decision record), and for nothing else.
+        let session = self.session_name();
         let record = crate::audit::outcome_record(
-            &who,
-            &self.session_name(),
-            &name,
-            &tool.upstream.name,
-            tool.trust().map(|t| t.hash.as_str()).unwrap_or_default(),
-            tool.upstream.tier(),
+            &crate::audit::CallFacts {
+                who: &who,
+                session: &session,
+                arguments_digest: &digest,
+                tool: &name,
+                server: &tool.upstream.name,
+                definition_hash: tool.trust().map(|t| t.hash.as_str()).unwrap_or_default(),
+                tier: tool.upstream.tier(),
+            },
             &outcome(&result, started),
         );
         if let Err(e) = self.gateway.audit.log.record(&record).await {

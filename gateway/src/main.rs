@@ -1,6 +1,7 @@
 //! The `mcp-gateway` command line: serve over HTTP or stdio, check a config, manage servers.
 
 mod access_cli;
+mod audit_cli;
 
 use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
@@ -96,6 +97,11 @@ enum Command {
     Bundle {
         #[command(subcommand)]
         command: BundleCommand,
+    },
+    /// Verify, export, query or replay the audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: audit_cli::AuditCommand,
     },
     /// Create, list and revoke the API keys of clients.
     Clients {
@@ -499,6 +505,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Command::Pins { command } => pins(command).await,
         Command::Clients { command } => access_cli::clients(command).await,
+        Command::Audit { command } => audit_cli::audit(command).await,
         Command::Policy { command } => access_cli::policy(command).await,
         Command::Tools { command } => tools(command).await,
         Command::Bundle { command } => bundle(command).await,

@@ -155,26 +155,33 @@ pub struct Outcome {
     pub degradation: Option<&'static str>,
 }
 
+/// What identifies a `tools/call` in its outcome record.
+pub struct CallFacts<'a> {
+    pub who: &'a Identity,
+    pub session: &'a str,
+    /// `digest` of the call's arguments, as in its decision record.
+    pub arguments_digest: &'a str,
+    /// The tool as the client named it.
+    pub tool: &'a str,
+    pub server: &'a str,
+    pub definition_hash: &'a str,
+    /// The isolation tier the server ran in.
+    pub tier: &'a str,
+}
+
 /// The record of a `tools/call`'s outcome.
-pub fn outcome_record(
-    who: &Identity,
-    session: &str,
-    name: &str,
-    server: &str,
-    definition_hash: &str,
-    tier: &str,
-    outcome: &Outcome,
-) -> serde_json::Value {
+pub fn outcome_record(call: &CallFacts<'_>, outcome: &Outcome) -> serde_json::Value {
     serde_json::json!({
         "kind": "outcome",
         "time": now_ms(),
-        "client": who.client,
-        "session": session,
+        "client": call.who.client,
+        "session": call.session,
         "method": "tools/call",
-        "tool": name,
-        "server": server,
-        "definitionHash": definition_hash,
-        "tier": { "requested": "none", "used": tier },
+        "argumentsDigest": call.arguments_digest,
+        "tool": call.tool,
+        "server": call.server,
+        "definitionHash": call.definition_hash,
+        "tier": { "requested": "none", "used": call.tier },
         "outcome": outcome,
     })
 }
