@@ -238,36 +238,45 @@ pub async fn verify(pool: &AnyPool, key: &VerifyingKey) -> Result<Verification, 
         records: 0,
         problems: Vec::new(),
     };
-    for writer in writers {
-        let rows = sqlx::query(
-            "SELECT writer, seq, body, prev_hash, hash FROM audit_records WHERE writer = $1 ORDER BY seq",
-        )
-        .bind(&writer)
-        .fetch_all(pool)
-        .await?;
-        let records = rows
-            .iter()
-            .map(|row| {
-                Ok(StoredRecord {
-                    writer: row.try_get("writer")?,
-                    seq: row.try_get("seq")?,
-                    body: row.try_get("body")?,
-                    prev_hash: row.try_get("prev_hash")?,
-                    hash: row.try_get("hash")?,
+    // Chains are independent: each is read and checked on its own task, so several chains use
+    // several cores (hashing is CPU work; it runs off the async threads).
+    let checks = writers.into_iter().map(|writer| {
+        let pool = pool.clone();
+        let checkpoints = checkpoints.remove(&writer).unwrap_or_default();
+        let key = *key;
+        async move {
+            let rows = sqlx::query(
+                "SELECT writer, seq, body, prev_hash, hash FROM audit_records WHERE writer = $1 ORDER BY seq",
+            )
+            .bind(&writer)
+            .fetch_all(&pool)
+            .await?;
+            let records = rows
+                .iter()
+                .map(|row| {
+                    Ok(StoredRecord {
+                        writer: row.try_get("writer")?,
+                        seq: row.try_get("seq")?,
+                        body: row.try_get("body")?,
+                        prev_hash: row.try_get("prev_hash")?,
+                        hash: row.try_get("hash")?,
+                    })
                 })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            drop(rows);
+            let count = records.len() as u64;
+            let result = tokio::task::spawn_blocking(move || {
+                chain::verify_writer(records, &checkpoints, &key)
             })
-            .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        let count = records.len() as u64;
-        match chain::verify_writer(
-            records,
-            checkpoints
-                .get(&writer)
-                .map(Vec::as_slice)
-                .unwrap_or_default(),
-            key,
-        ) {
-            Ok(_) => report.records += count,
-            Err(problem) => report.problems.push(problem),
+            .await
+            .map_err(|e| AuditError::NotStored(e.to_string()))?;
+            Ok::<_, AuditError>((count, result))
+        }
+    });
+    for outcome in futures::future::join_all(checks).await {
+        match outcome? {
+            (count, Ok(_)) => report.records += count,
+            (_, Err(problem)) => report.problems.push(problem),
         }
     }
     Ok(report)

@@ -18,6 +18,8 @@ use super::chain::{self, StoredCheckpoint, StoredRecord};
 
 /// Records in one group commit at most (and in one INSERT statement at most `ROWS_PER_INSERT`).
 const MAX_BATCH: usize = 4096;
+/// Full chunks reuse one prepared statement; bigger ones measured slower (each distinct size
+/// is a statement prepared anew).
 const ROWS_PER_INSERT: usize = 400;
 
 /// Why the trail could not be written or read.
