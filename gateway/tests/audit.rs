@@ -339,3 +339,114 @@ async fn answered_calls_survive_kill_9_with_postgres() {
     .execute(&admin)
     .await;
 }
+
+/// Reads SSE events from `response` until `done` says so; returns (event, id) pairs.
+async fn read_events(
+    response: &mut reqwest::Response,
+    buffer: &mut String,
+    done: impl Fn(&[(String, u64)]) -> bool,
+) -> Vec<(String, u64)> {
+    let mut events = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !done(&events) {
+            while let Some(end) = buffer.find("\n\n") {
+                let block: String = buffer.drain(..end + 2).collect();
+                let field = |name: &str| {
+                    block
+                        .lines()
+                        .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
+                };
+                if let Some(id) = field("id:") {
+                    events.push((field("event:").unwrap_or_default(), id.parse().unwrap()));
+                }
+            }
+            if done(&events) {
+                break;
+            }
+            let chunk = response
+                .chunk()
+                .await
+                .unwrap()
+                .expect("the stream stays open");
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await
+    .expect("the events arrive");
+    events
+}
+
+#[tokio::test]
+async fn a_watcher_that_reconnects_gets_exactly_the_events_it_missed() {
+    let gw = common::start(&format!("[auth]\n{}", common::demo_server("demo"))).await;
+    let store = gateway::store::Store::open(&gw.gateway.config.storage.database_url)
+        .await
+        .unwrap();
+    let admin = store
+        .api_keys()
+        .create("sec", &["admin".into()])
+        .await
+        .unwrap();
+    let user = store.api_keys().create("alice", &[]).await.unwrap();
+    let events_url = format!("http://{}/admin/events", gw.addr);
+    let http = reqwest::Client::new();
+    let open = |key: &str, last: Option<u64>| {
+        let mut request = http
+            .get(&events_url)
+            .header("authorization", format!("Bearer {key}"));
+        if let Some(last) = last {
+            request = request.header("last-event-id", last.to_string());
+        }
+        request.send()
+    };
+    assert_eq!(http.get(&events_url).send().await.unwrap().status(), 401);
+    assert_eq!(open(&user, None).await.unwrap().status(), 403);
+
+    let mut stream = open(&admin, None).await.unwrap();
+    assert_eq!(stream.status(), 200);
+    let url = gw.url();
+    // Each call is a decision record and an outcome record: two events.
+    for i in 0..3 {
+        call(
+            &url,
+            &user,
+            "demo__echo",
+            serde_json::json!({"text": format!("a{i}")}),
+        )
+        .await
+        .unwrap();
+    }
+    let mut buffer = String::new();
+    let seen = read_events(&mut stream, &mut buffer, |e| e.len() >= 6).await;
+    assert_eq!(
+        seen.iter().map(|e| e.1).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 6]
+    );
+    assert!(seen.iter().all(|e| e.0 == "record"));
+    drop(stream);
+
+    // While away: two more calls, four more events.
+    for i in 0..2 {
+        call(
+            &url,
+            &user,
+            "demo__echo",
+            serde_json::json!({"text": format!("b{i}")}),
+        )
+        .await
+        .unwrap();
+    }
+    let mut stream = open(&admin, Some(6)).await.unwrap();
+    let mut buffer = String::new();
+    let missed = read_events(&mut stream, &mut buffer, |e| e.len() >= 4).await;
+    assert_eq!(
+        missed.iter().map(|e| e.1).collect::<Vec<_>>(),
+        [7, 8, 9, 10]
+    );
+    // And then the live ones, with nothing repeated.
+    call(&url, &user, "demo__echo", serde_json::json!({"text": "c"}))
+        .await
+        .unwrap();
+    let live = read_events(&mut stream, &mut buffer, |e| e.len() >= 2).await;
+    assert_eq!(live.iter().map(|e| e.1).collect::<Vec<_>>(), [11, 12]);
+}

@@ -8,6 +8,7 @@
 //! sharing a database never contend for one chain, and a restart starts a new one.
 
 pub mod chain;
+pub mod live;
 pub mod writer;
 
 use std::{collections::BTreeMap, path::Path};
@@ -32,6 +33,8 @@ pub fn key_path(data_dir: &Path) -> std::path::PathBuf {
 pub struct Audit {
     pub log: AuditLog,
     pub public_key: VerifyingKey,
+    /// Committed records, live, for `/admin/events`.
+    pub live: std::sync::Arc<live::Live>,
 }
 
 impl Audit {
@@ -41,10 +44,16 @@ impl Audit {
             .map_err(|e| format!("audit key: {e}"))?;
         let public_key = key.verifying_key();
         let writer = format!("gw-{}", uuid::Uuid::new_v4());
-        let log = AuditLog::start(pool, key, writer, |_| {})
+        let live = std::sync::Arc::new(live::Live::default());
+        let feed = live.clone();
+        let log = AuditLog::start(pool, key, writer, move |records| feed.publish(records))
             .await
             .map_err(|e| e.to_string())?;
-        Ok(Self { log, public_key })
+        Ok(Self {
+            log,
+            public_key,
+            live,
+        })
     }
 }
 

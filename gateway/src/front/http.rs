@@ -64,6 +64,8 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .merge(mcp)
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        // Live audit events, for clients in the `admin` group only.
+        .route("/admin/events", get(admin_events))
         .with_state(gateway)
 }
 
@@ -95,6 +97,84 @@ async fn authenticate(gateway: Arc<Gateway>, mut request: Request, next: Next) -
             response
         }
     }
+}
+
+/// The group whose members may watch `/admin/events`.
+pub const ADMIN_GROUP: &str = "admin";
+
+/// Live audit events as SSE. `Last-Event-ID` resumes after the events a watcher saw.
+async fn admin_events(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures::StreamExt;
+    let identity = match gateway
+        .access
+        .authenticator
+        .authenticate(request.headers())
+        .await
+    {
+        Ok(identity) => identity,
+        Err(e) => {
+            tracing::info!(target: "audit", error = %e, "admin events refused: unauthorized");
+            return StatusCode::UNAUTHORIZED.into_response();
+        }
+    };
+    if identity.via == crate::identity::AuthMethod::Anonymous
+        || !identity.groups.iter().any(|g| g == ADMIN_GROUP)
+    {
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    let last_seen = request
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    let catchup = gateway.audit.live.watch(last_seen);
+    let event = |e: &crate::audit::live::LiveEvent| {
+        Ok::<_, std::convert::Infallible>(
+            Event::default()
+                .id(e.id.to_string())
+                .event("record")
+                .data(e.data.to_string()),
+        )
+    };
+    let mut first: Vec<Result<Event, std::convert::Infallible>> = Vec::new();
+    if catchup.gap {
+        first.push(Ok(Event::default()
+            .event("gap")
+            .data("some events after Last-Event-ID are no longer buffered")));
+    }
+    let newest = catchup.missed.last().map_or(last_seen, |e| e.id);
+    first.extend(catchup.missed.iter().map(event));
+    let live = futures::stream::unfold(
+        (catchup.live, newest, false),
+        move |(mut rx, mut newest, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                match rx.recv().await {
+                    // Events already sent from the buffer are skipped.
+                    Ok(e) if e.id <= newest => continue,
+                    Ok(e) => {
+                        newest = e.id;
+                        return Some((event(&e), (rx, newest, false)));
+                    }
+                    // Too slow: cut off with a marker rather than buffer without end.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        let marker = Event::default().event("lagged").data(format!(
+                            "{n} events were dropped; reconnect with Last-Event-ID"
+                        ));
+                        return Some((Ok(marker), (rx, newest, true)));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        },
+    );
+    Sse::new(futures::stream::iter(first).chain(live))
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 /// Ready when every enabled upstream is connected; the body lists each upstream's state.
