@@ -135,7 +135,7 @@ async fn admin_events(State(gateway): State<Arc<Gateway>>, request: Request) -> 
             Event::default()
                 .id(e.id.to_string())
                 .event("record")
-                .data(e.data.to_string()),
+                .data(&*e.data),
         )
     };
     let mut first: Vec<Result<Event, std::convert::Infallible>> = Vec::new();
