@@ -163,8 +163,23 @@ impl Access {
             let policy_now = stamp(self.policy.file());
             if forced || policy_now != policy_seen {
                 policy_seen = policy_now;
-                if let Err(e) = self.policy.reload() {
-                    tracing::error!(error = %e, "the new policy is not valid; the previous policy stays in force");
+                match self.policy.reload() {
+                    Ok(()) => self.record_event(serde_json::json!({
+                        "kind": "policy-reload",
+                        "file": self.policy.file().map(|f| f.display().to_string()),
+                        "policies": self.policy.current().len(),
+                        "applied": true,
+                    })),
+                    Err(e) => {
+                        tracing::error!(error = %e, "the new policy is not valid; the previous policy stays in force");
+                        self.record_event(serde_json::json!({
+                            "kind": "policy-reload",
+                            "file": e.file.display().to_string(),
+                            "line": e.line,
+                            "error": e.message,
+                            "applied": false,
+                        }));
+                    }
                 }
             }
             let config_now = stamp(Some(config_file));
@@ -196,10 +211,27 @@ impl Access {
                 let rules = config.limits.rules.len();
                 *self.limits_config.lock().unwrap_or_else(|e| e.into_inner()) = config.limits;
                 tracing::info!(file = %config_file.display(), rules, "limits reloaded");
+                self.record_event(serde_json::json!({
+                    "kind": "limits-reload",
+                    "file": config_file.display().to_string(),
+                    "rules": rules,
+                    "applied": true,
+                }));
             }
             Err(e) => {
                 tracing::error!(error = %e, "the new limits cannot be used; the limits in force stay")
             }
+        }
+    }
+
+    /// Records a configuration event (a reload) in the audit trail.
+    fn record_event(&self, mut body: serde_json::Value) {
+        let Some(audit) = &self.audit else {
+            return;
+        };
+        body["time"] = crate::audit::now_ms().into();
+        if let Err(e) = audit.record_nowait(&body) {
+            tracing::error!(error = %e, "cannot record a configuration event");
         }
     }
 

@@ -94,6 +94,12 @@ pub(crate) async fn clients(command: ClientsCommand) -> anyhow::Result<ExitCode>
             }
             let store = crate::open_store(&config).await?;
             let key = store.api_keys().create(&name, &groups).await?;
+            crate::record_cli_event(
+                &config,
+                &store,
+                serde_json::json!({"kind": "client-created", "client": name, "groups": groups}),
+            )
+            .await?;
             if json {
                 println!(
                     "{}",
@@ -134,11 +140,16 @@ pub(crate) async fn clients(command: ClientsCommand) -> anyhow::Result<ExitCode>
             config,
             json,
         } => {
-            let revoked = crate::open_store(&config)
-                .await?
-                .api_keys()
-                .revoke(&name, prefix.as_deref())
+            let store = crate::open_store(&config).await?;
+            let revoked = store.api_keys().revoke(&name, prefix.as_deref()).await?;
+            if revoked > 0 {
+                crate::record_cli_event(
+                    &config,
+                    &store,
+                    serde_json::json!({"kind": "client-revoked", "client": name, "keys": revoked}),
+                )
                 .await?;
+            }
             if json {
                 println!(
                     "{}",

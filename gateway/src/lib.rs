@@ -90,6 +90,7 @@ impl Gateway {
             health_interval: config.routing.health_interval,
             health_timeout: config.routing.health_timeout,
             shutdown: shutdown.clone(),
+            audit: Some(audit.log.clone()),
         };
         let supervisors = upstreams
             .iter()

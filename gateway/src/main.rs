@@ -547,6 +547,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 gateway::security::fingerprint(std::path::Path::new(&key))?
             };
             let new = revocations.revoke(&fingerprint, &reason, &by).await?;
+            record_cli_event(
+                &config,
+                &store,
+                serde_json::json!({"kind": "key-revoked", "fingerprint": fingerprint, "reason": reason, "by": by}),
+            )
+            .await?;
             if json {
                 println!(
                     "{}",
@@ -771,6 +777,13 @@ async fn tools(command: ToolsCommand) -> anyhow::Result<ExitCode> {
                 &candidate.definition,
             );
             let approved = definitions.approve(&server, &tool, &by).await?;
+            record_cli_event(
+                &config,
+                &store,
+                serde_json::json!({"kind": "tool-approved", "server": server, "tool": tool,
+                                   "definitionHash": approved.definition_hash, "by": by}),
+            )
+            .await?;
             if json {
                 println!(
                     "{}",
@@ -814,6 +827,12 @@ async fn tools(command: ToolsCommand) -> anyhow::Result<ExitCode> {
         } => {
             let store = open_store(&config).await?;
             let rejected = store.definitions().reject(&server, &tool, &by).await?;
+            record_cli_event(
+                &config,
+                &store,
+                serde_json::json!({"kind": "tool-rejected", "server": server, "tool": tool, "by": by}),
+            )
+            .await?;
             if json {
                 println!("{}", serde_json::json!({ "rejected": rejected }));
             } else {
@@ -867,6 +886,16 @@ async fn pins(command: PinsCommand) -> anyhow::Result<ExitCode> {
                 .pins()
                 .set(&pin.tool, &pin.domain, &proof, &pin.by)
                 .await?;
+            record_cli_event(
+                &pin.config,
+                &store,
+                serde_json::json!({
+                    "kind": if previous.is_some() { "pin-rotated" } else { "pin-added" },
+                    "tool": pin.tool, "domain": pin.domain, "fingerprint": proof.fingerprint(),
+                    "by": pin.by,
+                }),
+            )
+            .await?;
             if pin.json {
                 println!(
                     "{}",
@@ -904,6 +933,14 @@ async fn pins(command: PinsCommand) -> anyhow::Result<ExitCode> {
         } => {
             let store = open_store(&config).await?;
             let removed = store.pins().remove(&tool, &domain, &by).await?;
+            if removed {
+                record_cli_event(
+                    &config,
+                    &store,
+                    serde_json::json!({"kind": "pin-removed", "tool": tool, "domain": domain, "by": by}),
+                )
+                .await?;
+            }
             if json {
                 println!("{}", serde_json::json!({ "removed": removed }));
             } else if removed {
@@ -923,6 +960,22 @@ async fn pins(command: PinsCommand) -> anyhow::Result<ExitCode> {
 /// The database named by a config file, for the commands that only read or write state.
 async fn open_store(config: &std::path::Path) -> anyhow::Result<Store> {
     Ok(Store::open(&Config::load(config)?.storage.database_url).await?)
+}
+
+/// Records what a command changed in the audit trail, as a writer of its own, and waits for
+/// the commit: a change the trail does not hold is not reported as done.
+pub(crate) async fn record_cli_event(
+    config: &std::path::Path,
+    store: &Store,
+    mut body: serde_json::Value,
+) -> anyhow::Result<()> {
+    let loaded = Config::load(config)?;
+    let audit = gateway::audit::Audit::open(store.pool().clone(), &loaded.storage.data_dir)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    body["time"] = gateway::audit::now_ms().into();
+    audit.log.record(&body).await?;
+    Ok(())
 }
 
 /// How long shutdown waits for upstreams to stop before the process exits anyway.

@@ -152,6 +152,10 @@ async fn calls_are_recorded_verified_queried_and_replayed() {
         })
         .collect();
     assert_eq!(outcomes, ["success", "success", "error"], "{stdout}");
+    // The demo server's tools were recorded as pinned on first use when it connected.
+    assert!(records.iter().any(|e| e["record"]["kind"] == "tool-state"
+        && e["record"]["tool"] == "tally"
+        && e["record"]["state"] == "pinned"));
     assert!(records.iter().any(|e| {
         e["record"]["definitionHash"]
             .as_str()

@@ -295,6 +295,22 @@ fn clients_are_created_listed_and_revoked() {
         dir.path(),
     );
     assert_eq!(code, 1, "nothing left to revoke");
+
+    // Both changes are in the audit trail, which verifies.
+    let (_, stdout, _) = gateway(&["audit", "export", "--config", &config], dir.path());
+    let kinds: Vec<String> = stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["record"]["kind"].to_string()
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["\"client-created\"", "\"client-revoked\""],
+        "{stdout}"
+    );
+    let (code, stdout, _) = gateway(&["audit", "verify", "--config", &config], dir.path());
+    assert_eq!(code, 0, "{stdout}");
 }
 
 #[test]

@@ -205,6 +205,8 @@ pub struct SupervisorContext {
     pub health_interval: Option<Duration>,
     pub health_timeout: Duration,
     pub shutdown: CancellationToken,
+    /// Where changes of a tool's trust state are recorded.
+    pub audit: Option<crate::audit::AuditLog>,
 }
 
 type Connection = RunningService<RoleClient, UpstreamClient>;
@@ -767,6 +769,26 @@ impl Upstream {
                     served,
                     "tool not trusted"
                 );
+            }
+            // A tool seen for the first time, or whose state changed, is an audited event:
+            // pinned on first use, quarantined, approved, rejected, or signed by a new key.
+            let before = catalog.states.get(tool.name.as_ref());
+            if before.map(|b| (b.state(), &b.hash)) != Some((trust.state(), &trust.hash))
+                && let Some(audit) = &cx.audit
+            {
+                let record = serde_json::json!({
+                    "kind": "tool-state",
+                    "time": crate::audit::now_ms(),
+                    "server": self.name.as_ref(),
+                    "tool": tool.name,
+                    "state": trust.state(),
+                    "previous": before.map(ToolTrust::state),
+                    "definitionHash": trust.hash,
+                    "signature": format!("{:?}", trust.signature),
+                });
+                if let Err(e) = audit.record_nowait(&record) {
+                    tracing::error!(error = %e, "cannot record a tool's trust state");
+                }
             }
             states.insert(tool.name.to_string(), trust);
         }
