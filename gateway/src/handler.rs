@@ -353,80 +353,30 @@ impl ServerHandler for GatewayHandler {
 
     async fn get_prompt(
         &self,
-        mut request: GetPromptRequestParams,
+        request: GetPromptRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, McpError> {
         let who = self.identity(&context.extensions)?;
         let name = request.name.clone();
-        let unknown = || McpError::invalid_params(format!("Unknown prompt: {name}"), None);
-        let Some((upstream, local)) = self.gateway.registry.resolve_prompt(&name) else {
-            return Err(unknown());
-        };
-        if gateway_state(&request.request_state).is_none() {
-            let arguments: Option<serde_json::Map<String, serde_json::Value>> = request
-                .arguments
-                .as_ref()
-                .map(|a| a.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
-            let target = Target::Prompt {
-                name: &name,
-                server: &upstream.name,
-                local,
-            };
-            self.gateway
-                .access
-                .admit(
-                    &who,
-                    &self.session_name(),
-                    "prompts/get",
-                    &target,
-                    arguments.as_ref(),
-                )
-                .await
-                .map_err(|refusal| refusal.into_error(unknown))?;
-        }
-        request.name = local.to_owned();
-        let server = upstream.spec.name.clone();
-        if let Some(token) = gateway_state(&request.request_state) {
-            let result = pipeline::resume(
-                &self.gateway.sessions,
-                token,
-                request.input_responses.as_ref(),
-                &context,
-            )
-            .await?;
-            return match result {
-                ServerResult::GetPromptResult(result) => Ok(GetPromptResponse::Complete(result)),
-                ServerResult::InputRequiredResult(result) => {
-                    Ok(GetPromptResponse::InputRequired(result))
-                }
-                _ => Err(unexpected("prompts/get")),
-            };
-        }
-        let legacy_client = !client_is_modern(&context);
-        for _round in 0..MAX_INPUT_ROUNDS {
-            match self
-                .relay(
-                    &server,
-                    ClientRequest::GetPromptRequest(Request::new(request.clone())),
-                    &context,
-                )
-                .await?
-            {
-                ServerResult::GetPromptResult(result) => {
-                    return Ok(GetPromptResponse::Complete(result));
-                }
-                ServerResult::InputRequiredResult(result) if legacy_client => {
-                    let (responses, state) = ask_legacy_client(&context, result).await?;
-                    request.input_responses = responses;
-                    request.request_state = state;
-                }
-                ServerResult::InputRequiredResult(result) => {
-                    return Ok(GetPromptResponse::InputRequired(result));
-                }
-                _ => return Err(unexpected("prompts/get")),
-            }
-        }
-        Err(too_many_rounds())
+        let args = serde_json::Value::Object(request.arguments.clone().unwrap_or_default());
+        let started = std::time::Instant::now();
+        let result = self.prompt(request, context).await;
+        let server = self
+            .gateway
+            .registry
+            .naming
+            .split_name(&name)
+            .map(|(s, _)| s);
+        self.record_outcome(
+            "prompts/get",
+            &who,
+            &args,
+            &name,
+            server.unwrap_or_default(),
+            outcome_of(&result, started),
+        )
+        .await;
+        result
     }
 
     async fn list_resources(
@@ -464,53 +414,24 @@ impl ServerHandler for GatewayHandler {
 
     async fn read_resource(
         &self,
-        mut request: ReadResourceRequestParams,
+        request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
         let who = self.identity(&context.extensions)?;
         let uri = request.uri.clone();
-        let Some((upstream, local)) = self.gateway.registry.resolve_uri(&uri) else {
-            return Err(Self::unknown_resource(&uri));
-        };
-        let target = Target::Resource {
-            uri: &uri,
-            server: &upstream.name,
-        };
-        self.gateway
-            .access
-            .admit(&who, &self.session_name(), "resources/read", &target, None)
-            .await
-            .map_err(|refusal| refusal.into_error(|| Self::unknown_resource(&uri)))?;
-        let server = upstream.spec.name.clone();
-        request.uri = local.to_owned();
-        match self
-            .relay(
-                &server,
-                ClientRequest::ReadResourceRequest(Request::new(request)),
-                &context,
-            )
-            .await?
-        {
-            ServerResult::ReadResourceResult(mut result) => {
-                let naming = &self.gateway.registry.naming;
-                for contents in &mut result.contents {
-                    match contents {
-                        ResourceContents::TextResourceContents { uri, .. }
-                        | ResourceContents::BlobResourceContents { uri, .. } => {
-                            *uri = naming.uri(&server, uri);
-                        }
-                        // A kind of contents newer than this gateway keeps its URI; reading it
-                        // back through the gateway then fails as unknown rather than misroutes.
-                        _ => {}
-                    }
-                }
-                Ok(ReadResourceResponse::Complete(result))
-            }
-            ServerResult::InputRequiredResult(result) => {
-                Ok(ReadResourceResponse::InputRequired(result))
-            }
-            _ => Err(unexpected("resources/read")),
-        }
+        let started = std::time::Instant::now();
+        let result = self.read(request, context).await;
+        let server = self.gateway.registry.naming.split_uri(&uri).map(|(s, _)| s);
+        self.record_outcome(
+            "resources/read",
+            &who,
+            &serde_json::json!({}),
+            &uri,
+            server.unwrap_or_default(),
+            outcome_of(&result, started),
+        )
+        .await;
+        result
     }
 
     async fn subscribe(
@@ -827,5 +748,201 @@ impl GatewayHandler {
             }
         }
         Err(too_many_rounds())
+    }
+}
+
+impl GatewayHandler {
+    /// `prompts/get`: admission, then dispatch.
+    async fn prompt(
+        &self,
+        mut request: GetPromptRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, McpError> {
+        let who = self.identity(&context.extensions)?;
+        let name = request.name.clone();
+        let unknown = || McpError::invalid_params(format!("Unknown prompt: {name}"), None);
+        let Some((upstream, local)) = self.gateway.registry.resolve_prompt(&name) else {
+            return Err(unknown());
+        };
+        if gateway_state(&request.request_state).is_none() {
+            let arguments: Option<serde_json::Map<String, serde_json::Value>> = request
+                .arguments
+                .as_ref()
+                .map(|a| a.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
+            let target = Target::Prompt {
+                name: &name,
+                server: &upstream.name,
+                local,
+            };
+            self.gateway
+                .access
+                .admit(
+                    &who,
+                    &self.session_name(),
+                    "prompts/get",
+                    &target,
+                    arguments.as_ref(),
+                )
+                .await
+                .map_err(|refusal| refusal.into_error(unknown))?;
+        }
+        request.name = local.to_owned();
+        let server = upstream.spec.name.clone();
+        if let Some(token) = gateway_state(&request.request_state) {
+            let result = pipeline::resume(
+                &self.gateway.sessions,
+                token,
+                request.input_responses.as_ref(),
+                &context,
+            )
+            .await?;
+            return match result {
+                ServerResult::GetPromptResult(result) => Ok(GetPromptResponse::Complete(result)),
+                ServerResult::InputRequiredResult(result) => {
+                    Ok(GetPromptResponse::InputRequired(result))
+                }
+                _ => Err(unexpected("prompts/get")),
+            };
+        }
+        let legacy_client = !client_is_modern(&context);
+        for _round in 0..MAX_INPUT_ROUNDS {
+            match self
+                .relay(
+                    &server,
+                    ClientRequest::GetPromptRequest(Request::new(request.clone())),
+                    &context,
+                )
+                .await?
+            {
+                ServerResult::GetPromptResult(result) => {
+                    return Ok(GetPromptResponse::Complete(result));
+                }
+                ServerResult::InputRequiredResult(result) if legacy_client => {
+                    let (responses, state) = ask_legacy_client(&context, result).await?;
+                    request.input_responses = responses;
+                    request.request_state = state;
+                }
+                ServerResult::InputRequiredResult(result) => {
+                    return Ok(GetPromptResponse::InputRequired(result));
+                }
+                _ => return Err(unexpected("prompts/get")),
+            }
+        }
+        Err(too_many_rounds())
+    }
+
+    /// `resources/read`: admission, then dispatch.
+    async fn read(
+        &self,
+        mut request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        let who = self.identity(&context.extensions)?;
+        let uri = request.uri.clone();
+        let Some((upstream, local)) = self.gateway.registry.resolve_uri(&uri) else {
+            return Err(Self::unknown_resource(&uri));
+        };
+        let target = Target::Resource {
+            uri: &uri,
+            server: &upstream.name,
+        };
+        self.gateway
+            .access
+            .admit(&who, &self.session_name(), "resources/read", &target, None)
+            .await
+            .map_err(|refusal| refusal.into_error(|| Self::unknown_resource(&uri)))?;
+        let server = upstream.spec.name.clone();
+        request.uri = local.to_owned();
+        match self
+            .relay(
+                &server,
+                ClientRequest::ReadResourceRequest(Request::new(request)),
+                &context,
+            )
+            .await?
+        {
+            ServerResult::ReadResourceResult(mut result) => {
+                let naming = &self.gateway.registry.naming;
+                for contents in &mut result.contents {
+                    match contents {
+                        ResourceContents::TextResourceContents { uri, .. }
+                        | ResourceContents::BlobResourceContents { uri, .. } => {
+                            *uri = naming.uri(&server, uri);
+                        }
+                        // A kind of contents newer than this gateway keeps its URI; reading it
+                        // back through the gateway then fails as unknown rather than misroutes.
+                        _ => {}
+                    }
+                }
+                Ok(ReadResourceResponse::Complete(result))
+            }
+            ServerResult::InputRequiredResult(result) => {
+                Ok(ReadResourceResponse::InputRequired(result))
+            }
+            _ => Err(unexpected("resources/read")),
+        }
+    }
+
+    /// Records the outcome of a `prompts/get` or `resources/read` and waits for its commit.
+    async fn record_outcome(
+        &self,
+        method: &str,
+        who: &Identity,
+        arguments: &serde_json::Value,
+        name: &str,
+        server: &str,
+        outcome: crate::audit::Outcome,
+    ) {
+        let session = self.session_name();
+        let digest = crate::audit::digest(arguments);
+        let mut record = crate::audit::outcome_record(
+            &crate::audit::CallFacts {
+                who,
+                session: &session,
+                arguments_digest: &digest,
+                tool: name,
+                server,
+                definition_hash: "",
+                tier: self
+                    .gateway
+                    .registry
+                    .get(server)
+                    .map_or("none", |u| u.tier()),
+            },
+            &outcome,
+        );
+        record["method"] = method.into();
+        // The tool field of a tool call's record names the prompt or resource here.
+        if let Some(object) = record.as_object_mut()
+            && let Some(target) = object.remove("tool")
+        {
+            let key = if method == "resources/read" {
+                "resource"
+            } else {
+                "prompt"
+            };
+            object.insert(key.to_owned(), target);
+        }
+        if let Err(e) = self.gateway.audit.log.record(&record).await {
+            tracing::error!(error = %e, method, "cannot record an outcome");
+        }
+    }
+}
+
+/// The audit outcome of an answer other than a tool call's.
+fn outcome_of<T>(
+    result: &Result<T, McpError>,
+    started: std::time::Instant,
+) -> crate::audit::Outcome {
+    crate::audit::Outcome {
+        status: if result.is_ok() { "success" } else { "error" },
+        code: result.as_ref().err().map(|e| e.code.0),
+        message: result.as_ref().err().map(|e| e.message.to_string()),
+        duration_us: started.elapsed().as_micros() as u64,
+        result_bytes: 0,
+        degradation: match result {
+            Err(e) if e.code.0 == crate::access::RATE_LIMITED => Some("rate-limited"),
+            _ => None,
+        },
     }
 }

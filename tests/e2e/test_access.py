@@ -203,3 +203,27 @@ async def test_a_redis_backed_limit_holds_across_two_gateways(
                     await client.call_tool("everything__get-sum", {"a": 1, "b": 2})
                 assert refused.value.error.code == RATE_LIMITED
                 assert refused.value.error.data["retryAfterSecs"] > 0
+
+
+async def test_calls_and_reads_are_in_the_audit_trail(access_gateway, client_mode: str) -> None:
+    url, tmp_path, keys = access_gateway
+    uri = "everything+demo://resource/static/document/architecture.md"
+    async with client_with_key(url, keys["alice"], client_mode) as alice:
+        await alice.read_resource(uri)
+        await alice.call_tool("everything__get-sum", {"a": 1, "b": 2})
+    async with client_with_key(url, keys["bob"], client_mode) as bob:
+        with pytest.raises(MCPError):
+            await bob.call_tool("notes__write_note", {"text": "no"})
+    config = tmp_path / "gateway.toml"
+    out = subprocess.run(
+        [GATEWAY_BIN, "audit", "export", "--config", config],
+        check=True, capture_output=True, text=True, timeout=HANG_GUARD_SECS,
+    )
+    records = [json.loads(line)["record"] for line in out.stdout.splitlines()]
+    outcomes = [r for r in records if r["kind"] == "outcome"]
+    assert any(r["method"] == "resources/read" and r["resource"] == uri and r["outcome"]["status"] == "success" for r in outcomes)
+    assert any(r["method"] == "tools/call" and r["tool"] == "everything__get-sum" for r in outcomes)
+    denied = [r for r in records if r["kind"] == "decision" and r["decision"] == "deny"]
+    assert any(r["client"] == "bob" and r["tool"] == "notes__write_note" for r in denied)
+    verify = subprocess.run([GATEWAY_BIN, "audit", "verify", "--config", config], capture_output=True, text=True, timeout=HANG_GUARD_SECS)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
