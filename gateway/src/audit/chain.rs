@@ -60,7 +60,8 @@ fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
 /// One stored record, as read back.
 #[derive(Debug, Clone)]
 pub struct StoredRecord {
-    pub writer: String,
+    /// Shared by every record of a chain.
+    pub writer: std::sync::Arc<str>,
     pub seq: i64,
     pub body: String,
     pub prev_hash: String,
@@ -149,8 +150,8 @@ pub fn verify_writer(
     let mut last_good_checkpoint = 0i64;
     let mut writer_name = String::new();
     for record in records {
-        let writer = || record.writer.clone();
-        writer_name = record.writer.clone();
+        let writer = || record.writer.to_string();
+        writer_name = record.writer.to_string();
         if record.seq != expected {
             return Err(if record.seq > expected {
                 Problem::Missing {

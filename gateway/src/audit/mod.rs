@@ -254,24 +254,24 @@ pub async fn verify(pool: &AnyPool, key: &VerifyingKey) -> Result<Verification, 
         let checkpoints = checkpoints.remove(&writer).unwrap_or_default();
         let key = *key;
         async move {
-            let rows = sqlx::query(
-                "SELECT writer, seq, body, prev_hash, hash FROM audit_records WHERE writer = $1 ORDER BY seq",
+            // Streamed and read by column position: a million rows are a million of each
+            // allocation and lookup saved.
+            let name: std::sync::Arc<str> = writer.as_str().into();
+            let mut rows = sqlx::query(
+                "SELECT seq, body, prev_hash, hash FROM audit_records WHERE writer = $1 ORDER BY seq",
             )
             .bind(&writer)
-            .fetch_all(&pool)
-            .await?;
-            let records = rows
-                .iter()
-                .map(|row| {
-                    Ok(StoredRecord {
-                        writer: row.try_get("writer")?,
-                        seq: row.try_get("seq")?,
-                        body: row.try_get("body")?,
-                        prev_hash: row.try_get("prev_hash")?,
-                        hash: row.try_get("hash")?,
-                    })
-                })
-                .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            .fetch(&pool);
+            let mut records = Vec::new();
+            while let Some(row) = futures::TryStreamExt::try_next(&mut rows).await? {
+                records.push(StoredRecord {
+                    writer: name.clone(),
+                    seq: row.try_get(0)?,
+                    body: row.try_get(1)?,
+                    prev_hash: row.try_get(2)?,
+                    hash: row.try_get(3)?,
+                });
+            }
             drop(rows);
             let count = records.len() as u64;
             let result = tokio::task::spawn_blocking(move || {

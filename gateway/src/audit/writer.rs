@@ -171,10 +171,11 @@ impl Writer {
         let now = now_ms();
         let mut rows = Vec::with_capacity(batch.len());
         let mut prev = self.prev;
+        let name: Arc<str> = self.writer.as_str().into();
         for (i, pending) in batch.iter().enumerate() {
             let hash = chain::link(&prev, &pending.body);
             rows.push(StoredRecord {
-                writer: self.writer.clone(),
+                writer: name.clone(),
                 seq: self.seq + 1 + i as i64,
                 body: pending.body.clone(),
                 prev_hash: chain::hex(&prev),
@@ -261,7 +262,7 @@ async fn store(
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for row in chunk {
             query = query
-                .bind(&row.writer)
+                .bind(row.writer.as_ref())
                 .bind(row.seq)
                 .bind(at)
                 .bind(&row.body)
