@@ -19,6 +19,7 @@ use rmcp::ErrorData as McpError;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    audit::Arguments,
     config::{Config, access::OutputCheck},
     identity::{AuthMethod, Authenticator, Identity},
     limits::{CallKey, Limits, LimitsConfig, Refused, Rule, Scope},
@@ -256,7 +257,7 @@ impl Access {
         session: &str,
         name: &str,
         tool: &ToolRef<'_>,
-        arguments: Option<&serde_json::Map<String, serde_json::Value>>,
+        arguments: &Arguments,
     ) -> Result<Conditions, Refusal> {
         let trust = tool.trust();
         let definition = tool.tool();
@@ -271,13 +272,8 @@ impl Access {
         )
         .await?;
         let hash = trust.map(|t| t.hash.as_str()).unwrap_or_default();
-        let empty = serde_json::Map::new();
         self.validators
-            .check_input(
-                hash,
-                &definition.input_schema,
-                &serde_json::Value::Object(arguments.unwrap_or(&empty).clone()),
-            )
+            .check_input(hash, &definition.input_schema, arguments.value())
             .map_err(Refusal::InvalidArguments)?;
         Ok(conditions)
     }
@@ -289,7 +285,7 @@ impl Access {
         session: &str,
         action: &str,
         target: &Target<'_>,
-        arguments: Option<&serde_json::Map<String, serde_json::Value>>,
+        arguments: &Arguments,
     ) -> Result<Conditions, Refusal> {
         let conditions = self.decide(who, session, action, target, arguments)?;
         let name = match target {
@@ -321,12 +317,12 @@ impl Access {
         session: &str,
         action: &str,
         target: &Target<'_>,
-        arguments: Option<&serde_json::Map<String, serde_json::Value>>,
+        arguments: &Arguments,
     ) -> Result<Conditions, Refusal> {
         let decision = self
             .policy
             .current()
-            .decide(who, action, target, session, arguments);
+            .decide(who, action, target, session, arguments.map());
         if let Some(audit) = &self.audit {
             let record =
                 crate::audit::decision_record(who, session, action, target, arguments, &decision);

@@ -206,10 +206,8 @@ pub(crate) async fn policy(command: PolicyCommand) -> anyhow::Result<ExitCode> {
             json,
         } => {
             let loaded = Config::load(&config)?;
-            let engine = match policy.as_ref().or(loaded.policy.file.as_ref()) {
-                Some(file) => PolicyEngine::load(file)?,
-                None => PolicyEngine::default_policy(),
-            };
+            let engine =
+                PolicyEngine::load_or_default(policy.as_ref().or(loaded.policy.file.as_ref()))?;
             let arguments: serde_json::Value = serde_json::from_str(&args)
                 .map_err(|e| anyhow::anyhow!("--args is not JSON: {e}"))?;
             let arguments = arguments

@@ -151,10 +151,8 @@ pub(crate) async fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
             json,
         } => {
             let loaded = Config::load(&config)?;
-            let engine = match policy.as_ref().or(loaded.policy.file.as_ref()) {
-                Some(file) => PolicyEngine::load(file)?,
-                None => PolicyEngine::default_policy(),
-            };
+            let engine =
+                PolicyEngine::load_or_default(policy.as_ref().or(loaded.policy.file.as_ref()))?;
             let store = crate::open_store(&config).await?;
             let mut decided = 0u64;
             let mut differences = Vec::new();

@@ -17,7 +17,9 @@ use rmcp::{
     service::{NotificationContext, RequestContext, SubscriptionContext},
 };
 
-use crate::{Gateway, identity::Identity, pipeline, policy::Target, session::SessionGuard};
+use crate::{
+    Gateway, audit::Arguments, identity::Identity, pipeline, policy::Target, session::SessionGuard,
+};
 
 /// Serves one client session.
 pub struct GatewayHandler {
@@ -291,30 +293,24 @@ impl ServerHandler for GatewayHandler {
             return Err(Self::unknown_tool(&name));
         };
         let started = std::time::Instant::now();
-        let digest = crate::audit::digest(&serde_json::Value::Object(
-            request.arguments.clone().unwrap_or_default(),
-        ));
+        let mut request = request;
+        // Read once by policy, validation and the audit records, then handed back for dispatch.
+        let arguments = Arguments::new(request.arguments.take());
+        let digest = arguments.digest().to_owned();
         let result = self
-            .call_resolved(&who, &name, &tool, request, &context)
+            .call_resolved(&who, &name, &tool, request, arguments, &context)
             .await;
-        // The answer waits for the commit that holds its outcome record (and, before it in the
-        // chain, its decision record), and for nothing else.
-        let session = self.session_name();
-        let record = crate::audit::outcome_record(
-            &crate::audit::CallFacts {
-                who: &who,
-                session: &session,
-                arguments_digest: &digest,
-                tool: &name,
-                server: &tool.upstream.name,
-                definition_hash: tool.trust().map(|t| t.hash.as_str()).unwrap_or_default(),
-                tier: tool.upstream.tier(),
-            },
-            &outcome(&result, started),
-        );
-        if let Err(e) = self.gateway.audit.log.record(&record).await {
-            tracing::error!(error = %e, tool = %name, "cannot record a call's outcome");
-        }
+        let outcome = outcome(&result, started);
+        self.record_outcome(
+            "tools/call",
+            &who,
+            &digest,
+            &name,
+            tool.upstream,
+            tool.trust(),
+            outcome,
+        )
+        .await;
         result
     }
 
@@ -358,24 +354,19 @@ impl ServerHandler for GatewayHandler {
     ) -> Result<GetPromptResponse, McpError> {
         let who = self.identity(&context.extensions)?;
         let name = request.name.clone();
-        let args = serde_json::Value::Object(request.arguments.clone().unwrap_or_default());
+        let Some((upstream, local)) = self.gateway.registry.resolve_prompt(&name) else {
+            return Err(unknown_prompt(&name));
+        };
         let started = std::time::Instant::now();
-        let result = self.prompt(request, context).await;
-        let server = self
-            .gateway
-            .registry
-            .naming
-            .split_name(&name)
-            .map(|(s, _)| s);
-        self.record_outcome(
-            "prompts/get",
-            &who,
-            &args,
-            &name,
-            server.unwrap_or_default(),
-            outcome_of(&result, started),
-        )
-        .await;
+        let mut request = request;
+        let arguments = Arguments::new(request.arguments.take());
+        let digest = arguments.digest().to_owned();
+        let result = self
+            .prompt(&who, request, arguments, upstream, local, context)
+            .await;
+        let outcome = outcome_of(&result, started);
+        self.record_outcome("prompts/get", &who, &digest, &name, upstream, None, outcome)
+            .await;
         result
     }
 
@@ -419,16 +410,24 @@ impl ServerHandler for GatewayHandler {
     ) -> Result<ReadResourceResponse, McpError> {
         let who = self.identity(&context.extensions)?;
         let uri = request.uri.clone();
+        let Some((upstream, local)) = self.gateway.registry.resolve_uri(&uri) else {
+            return Err(Self::unknown_resource(&uri));
+        };
         let started = std::time::Instant::now();
-        let result = self.read(request, context).await;
-        let server = self.gateway.registry.naming.split_uri(&uri).map(|(s, _)| s);
+        let arguments = Arguments::new(None);
+        let digest = arguments.digest().to_owned();
+        let result = self
+            .read(&who, request, &arguments, upstream, local, context)
+            .await;
+        let outcome = outcome_of(&result, started);
         self.record_outcome(
             "resources/read",
             &who,
-            &serde_json::json!({}),
+            &digest,
             &uri,
-            server.unwrap_or_default(),
-            outcome_of(&result, started),
+            upstream,
+            None,
+            outcome,
         )
         .await;
         result
@@ -520,8 +519,7 @@ impl ServerHandler for GatewayHandler {
         let registry = &self.gateway.registry;
         let server = match &mut request.r#ref {
             Reference::Prompt(prompt) => {
-                let unknown =
-                    || McpError::invalid_params(format!("Unknown prompt: {}", prompt.name), None);
+                let unknown = || unknown_prompt(&prompt.name);
                 let (server, local) = registry
                     .naming
                     .split_name(&prompt.name)
@@ -683,6 +681,7 @@ impl GatewayHandler {
         name: &str,
         tool: &crate::registry::ToolRef<'_>,
         request: CallToolRequestParams,
+        arguments: Arguments,
         context: &RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let upstream = tool.upstream;
@@ -692,16 +691,11 @@ impl GatewayHandler {
         if gateway_state(&upstream_request.request_state).is_none() {
             self.gateway
                 .access
-                .admit_call(
-                    who,
-                    &self.session_name(),
-                    name,
-                    tool,
-                    upstream_request.arguments.as_ref(),
-                )
+                .admit_call(who, &self.session_name(), name, tool, &arguments)
                 .await
                 .map_err(|refusal| refusal.into_error(|| Self::unknown_tool(name)))?;
         }
+        upstream_request.arguments = arguments.into_request();
         if let Some(token) = gateway_state(&upstream_request.request_state) {
             let result = pipeline::resume(
                 &self.gateway.sessions,
@@ -755,37 +749,33 @@ impl GatewayHandler {
     /// `prompts/get`: admission, then dispatch.
     async fn prompt(
         &self,
+        who: &Identity,
         mut request: GetPromptRequestParams,
+        arguments: Arguments,
+        upstream: &crate::upstream::Upstream,
+        local: &str,
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, McpError> {
-        let who = self.identity(&context.extensions)?;
-        let name = request.name.clone();
-        let unknown = || McpError::invalid_params(format!("Unknown prompt: {name}"), None);
-        let Some((upstream, local)) = self.gateway.registry.resolve_prompt(&name) else {
-            return Err(unknown());
-        };
+        let name = &request.name;
         if gateway_state(&request.request_state).is_none() {
-            let arguments: Option<serde_json::Map<String, serde_json::Value>> = request
-                .arguments
-                .as_ref()
-                .map(|a| a.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
             let target = Target::Prompt {
-                name: &name,
+                name,
                 server: &upstream.name,
                 local,
             };
             self.gateway
                 .access
                 .admit(
-                    &who,
+                    who,
                     &self.session_name(),
                     "prompts/get",
                     &target,
-                    arguments.as_ref(),
+                    &arguments,
                 )
                 .await
-                .map_err(|refusal| refusal.into_error(unknown))?;
+                .map_err(|refusal| refusal.into_error(|| unknown_prompt(name)))?;
         }
+        request.arguments = arguments.into_request();
         request.name = local.to_owned();
         let server = upstream.spec.name.clone();
         if let Some(token) = gateway_state(&request.request_state) {
@@ -834,21 +824,27 @@ impl GatewayHandler {
     /// `resources/read`: admission, then dispatch.
     async fn read(
         &self,
+        who: &Identity,
         mut request: ReadResourceRequestParams,
+        arguments: &Arguments,
+        upstream: &crate::upstream::Upstream,
+        local: &str,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
-        let who = self.identity(&context.extensions)?;
         let uri = request.uri.clone();
-        let Some((upstream, local)) = self.gateway.registry.resolve_uri(&uri) else {
-            return Err(Self::unknown_resource(&uri));
-        };
         let target = Target::Resource {
             uri: &uri,
             server: &upstream.name,
         };
         self.gateway
             .access
-            .admit(&who, &self.session_name(), "resources/read", &target, None)
+            .admit(
+                who,
+                &self.session_name(),
+                "resources/read",
+                &target,
+                arguments,
+            )
             .await
             .map_err(|refusal| refusal.into_error(|| Self::unknown_resource(&uri)))?;
         let server = upstream.spec.name.clone();
@@ -883,50 +879,45 @@ impl GatewayHandler {
         }
     }
 
-    /// Records the outcome of a `prompts/get` or `resources/read` and waits for its commit.
+    /// Records the outcome of a call, read or prompt, and waits for the commit that holds it
+    /// (and, before it in the chain, its decision record): the answer waits for that and for
+    /// nothing else.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the facts of one outcome record, each used once"
+    )]
     async fn record_outcome(
         &self,
         method: &str,
         who: &Identity,
-        arguments: &serde_json::Value,
-        name: &str,
-        server: &str,
+        arguments_digest: &str,
+        target: &str,
+        upstream: &crate::upstream::Upstream,
+        trust: Option<&crate::upstream::ToolTrust>,
         outcome: crate::audit::Outcome,
     ) {
         let session = self.session_name();
-        let digest = crate::audit::digest(arguments);
-        let mut record = crate::audit::outcome_record(
+        let record = crate::audit::outcome_record(
             &crate::audit::CallFacts {
+                method,
                 who,
                 session: &session,
-                arguments_digest: &digest,
-                tool: name,
-                server,
-                definition_hash: "",
-                tier: self
-                    .gateway
-                    .registry
-                    .get(server)
-                    .map_or("none", |u| u.tier()),
+                arguments_digest,
+                target,
+                server: &upstream.name,
+                definition_hash: trust.map(|t| t.hash.as_str()).unwrap_or_default(),
+                tier: upstream.tier(),
             },
             &outcome,
         );
-        record["method"] = method.into();
-        // The tool field of a tool call's record names the prompt or resource here.
-        if let Some(object) = record.as_object_mut()
-            && let Some(target) = object.remove("tool")
-        {
-            let key = if method == "resources/read" {
-                "resource"
-            } else {
-                "prompt"
-            };
-            object.insert(key.to_owned(), target);
-        }
         if let Err(e) = self.gateway.audit.log.record(&record).await {
-            tracing::error!(error = %e, method, "cannot record an outcome");
+            tracing::error!(error = %e, method, target, "cannot record an outcome");
         }
     }
+}
+
+fn unknown_prompt(name: &str) -> McpError {
+    McpError::invalid_params(format!("Unknown prompt: {name}"), None)
 }
 
 /// The audit outcome of an answer other than a tool call's.

@@ -74,6 +74,48 @@ pub fn digest(arguments: &serde_json::Value) -> String {
     )
 }
 
+/// A request's arguments, taken out of the request once: the value the checks and the records
+/// read, and its digest, computed once. `into_request` hands them back for dispatch.
+pub struct Arguments {
+    value: serde_json::Value,
+    digest: String,
+    /// Whether the request had an `arguments` member at all.
+    present: bool,
+}
+
+impl Arguments {
+    pub fn new(arguments: Option<serde_json::Map<String, serde_json::Value>>) -> Self {
+        let present = arguments.is_some();
+        let value = serde_json::Value::Object(arguments.unwrap_or_default());
+        Self {
+            digest: digest(&value),
+            value,
+            present,
+        }
+    }
+
+    /// The arguments, always a JSON object.
+    pub fn value(&self) -> &serde_json::Value {
+        &self.value
+    }
+
+    pub fn map(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        self.value.as_object()
+    }
+
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// The arguments as the request had them.
+    pub fn into_request(self) -> Option<serde_json::Map<String, serde_json::Value>> {
+        match self.value {
+            serde_json::Value::Object(map) if self.present => Some(map),
+            _ => None,
+        }
+    }
+}
+
 /// `arguments` with the value at each path (`a.b.c`) replaced by `"[redacted]"`.
 pub fn redact(arguments: &serde_json::Value, paths: &[String]) -> serde_json::Value {
     let mut out = arguments.clone();
@@ -107,10 +149,9 @@ pub fn decision_record(
     session: &str,
     method: &str,
     target: &Target<'_>,
-    arguments: Option<&serde_json::Map<String, serde_json::Value>>,
+    arguments: &Arguments,
     decision: &Decision,
 ) -> serde_json::Value {
-    let args = serde_json::Value::Object(arguments.cloned().unwrap_or_default());
     let mut record = serde_json::json!({
         "kind": "decision",
         "time": now_ms(),
@@ -123,8 +164,8 @@ pub fn decision_record(
         "decision": if decision.allowed { "allow" } else { "deny" },
         "policies": decision.policies,
         "conditions": decision.conditions,
-        "argumentsDigest": digest(&args),
-        "arguments": redact(&args, &decision.conditions.redact),
+        "argumentsDigest": arguments.digest(),
+        "arguments": redact(arguments.value(), &decision.conditions.redact),
     });
     let fields = match target {
         Target::Tool {
@@ -164,30 +205,39 @@ pub struct Outcome {
     pub degradation: Option<&'static str>,
 }
 
-/// What identifies a `tools/call` in its outcome record.
+/// What identifies a call, read or prompt in its outcome record.
 pub struct CallFacts<'a> {
+    /// `tools/call`, `resources/read` or `prompts/get`.
+    pub method: &'a str,
     pub who: &'a Identity,
     pub session: &'a str,
-    /// `digest` of the call's arguments, as in its decision record.
+    /// `digest` of the arguments, as in the decision record.
     pub arguments_digest: &'a str,
-    /// The tool as the client named it.
-    pub tool: &'a str,
+    /// The tool, resource or prompt as the client named it.
+    pub target: &'a str,
     pub server: &'a str,
+    /// The definition hash of a tool (empty for resources and prompts).
     pub definition_hash: &'a str,
     /// The isolation tier the server ran in.
     pub tier: &'a str,
 }
 
-/// The record of a `tools/call`'s outcome.
+/// The record of an outcome. The target is under `tool`, `resource` or `prompt`, as in the
+/// decision record.
 pub fn outcome_record(call: &CallFacts<'_>, outcome: &Outcome) -> serde_json::Value {
+    let target_key = match call.method {
+        "resources/read" => "resource",
+        "prompts/get" => "prompt",
+        _ => "tool",
+    };
     serde_json::json!({
         "kind": "outcome",
         "time": now_ms(),
         "client": call.who.client,
         "session": call.session,
-        "method": "tools/call",
+        "method": call.method,
         "argumentsDigest": call.arguments_digest,
-        "tool": call.tool,
+        target_key: call.target,
         "server": call.server,
         "definitionHash": call.definition_hash,
         "tier": { "requested": "none", "used": call.tier },

@@ -145,7 +145,6 @@ pub struct PolicyEngine {
     general: Vec<Indexed>,
     /// Policies whose scope names one entity (`resource == X` or `resource in X`), by entity.
     by_entity: HashMap<EntityUid, Vec<Indexed>>,
-    schema: Schema,
     /// For each action, its entity and those of its groups (`tools/call` in `tools`): all a
     /// request needs of the schema's actions. Fewer entities make the per-request transitive
     /// closure cheaper, and it is most of a decision's cost.
@@ -268,6 +267,14 @@ impl PolicyEngine {
         self
     }
 
+    /// The policy in `file`, or the built-in default without one.
+    pub fn load_or_default(file: Option<&PathBuf>) -> Result<Self, PolicyError> {
+        match file {
+            Some(path) => Self::load(path),
+            None => Ok(Self::default_policy()),
+        }
+    }
+
     /// Reads and checks a policy file.
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
         let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
@@ -333,7 +340,6 @@ impl PolicyEngine {
             prepared: Mutex::new(HashMap::new()),
             actions: action_entities(&schema)
                 .map_err(|e| error(None, format!("the policy schema's actions: {e}")))?,
-            schema,
             authorizer: Authorizer::new(),
         })
     }
@@ -586,11 +592,6 @@ impl PolicyEngine {
             conditions,
             errors: error_texts,
         }
-    }
-
-    /// The schema policies are validated against.
-    pub fn schema(&self) -> &Schema {
-        &self.schema
     }
 }
 

@@ -21,10 +21,7 @@ pub struct PolicyHandle {
 impl PolicyHandle {
     /// Loads the policy from `file`, or the built-in default without one.
     pub fn load(file: Option<PathBuf>) -> Result<Self, PolicyError> {
-        let engine = match &file {
-            Some(path) => PolicyEngine::load(path)?,
-            None => PolicyEngine::default_policy(),
-        };
+        let engine = PolicyEngine::load_or_default(file.as_ref())?;
         Ok(Self {
             current: ArcSwap::from_pointee(engine),
             file,
