@@ -907,6 +907,7 @@ impl GatewayHandler {
                 server: &upstream.name,
                 definition_hash: trust.map(|t| t.hash.as_str()).unwrap_or_default(),
                 tier: upstream.tier(),
+                tier_requested: upstream.tier_requested(),
             },
             &outcome,
         );

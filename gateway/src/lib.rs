@@ -46,6 +46,8 @@ pub struct Gateway {
     pub sessions: Arc<Sessions>,
     shutdown: CancellationToken,
     supervisors: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// What each sandbox tier can do here, once probed (at start, when stdio servers exist).
+    pub sandbox: Arc<std::sync::OnceLock<Result<sandbox_runner::probe::Report, String>>>,
 }
 
 impl Gateway {
@@ -92,6 +94,27 @@ impl Gateway {
             shutdown: shutdown.clone(),
             audit: Some(audit.log.clone()),
         };
+        let sandbox = Arc::new(std::sync::OnceLock::new());
+        if config
+            .servers
+            .iter()
+            .any(|s| matches!(s.transport, config::TransportSpec::Stdio(_)))
+        {
+            let launcher = cx.launcher.clone();
+            let probed = sandbox.clone();
+            tokio::spawn(async move {
+                let report = launcher.probe().await;
+                match &report {
+                    Ok(report) => {
+                        for tier in &report.tiers {
+                            tracing::info!(tier = %tier.tier, available = tier.available, detail = %tier.detail, "sandbox tier");
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot probe the sandbox tiers"),
+                }
+                let _ = probed.set(report);
+            });
+        }
         let supervisors = upstreams
             .iter()
             .map(|upstream| tokio::spawn(upstream.clone().supervise(cx.clone())))
@@ -104,6 +127,7 @@ impl Gateway {
             sessions,
             shutdown,
             supervisors: std::sync::Mutex::new(supervisors),
+            sandbox,
         });
         tokio::spawn(announce_changes(
             gateway.sessions.clone(),

@@ -12,7 +12,7 @@ use gateway::{
     config::{self, Config, interpolate::Vars},
     front,
     store::Store,
-    upstream::launch::ChildProcessLauncher,
+    upstream::launch::RunnerLauncher,
 };
 
 #[derive(Parser)]
@@ -1027,7 +1027,11 @@ async fn start(path: &std::path::Path) -> anyhow::Result<(Arc<Gateway>, Store)> 
             path.display()
         );
     }
-    let gateway = Gateway::start(config, Arc::new(ChildProcessLauncher), &store)
+    let launcher = Arc::new(RunnerLauncher::new(
+        &config.sandbox,
+        &config.storage.data_dir,
+    ));
+    let gateway = Gateway::start(config, launcher, &store)
         .await
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok((gateway, store))

@@ -218,8 +218,9 @@ pub struct CallFacts<'a> {
     pub server: &'a str,
     /// The definition hash of a tool (empty for resources and prompts).
     pub definition_hash: &'a str,
-    /// The isolation tier the server ran in.
+    /// The isolation tier the server ran in, and the one its config asked for.
     pub tier: &'a str,
+    pub tier_requested: &'a str,
 }
 
 /// The record of an outcome. The target is under `tool`, `resource` or `prompt`, as in the
@@ -240,7 +241,7 @@ pub fn outcome_record(call: &CallFacts<'_>, outcome: &Outcome) -> serde_json::Va
         target_key: call.target,
         "server": call.server,
         "definitionHash": call.definition_hash,
-        "tier": { "requested": "none", "used": call.tier },
+        "tier": { "requested": call.tier_requested, "used": call.tier },
         "outcome": outcome,
     })
 }

@@ -8,6 +8,7 @@ pub mod access;
 pub mod import;
 pub mod interpolate;
 pub mod raw;
+pub mod sandbox;
 
 use std::{
     collections::BTreeMap,
@@ -54,6 +55,7 @@ pub struct Config {
     pub auth: access::AuthConfig,
     pub policy: access::PolicyConfig,
     pub limits: crate::limits::LimitsConfig,
+    pub sandbox: sandbox::SandboxConfig,
     pub servers: Vec<ServerSpec>,
 }
 
@@ -190,6 +192,7 @@ pub struct StdioSpec {
     /// Values may be secrets, so they are never logged.
     pub env: BTreeMap<String, SecretString>,
     pub cwd: Option<PathBuf>,
+    pub sandbox: Box<sandbox::ServerSandbox>,
 }
 
 #[derive(Debug, Clone)]
@@ -353,7 +356,10 @@ impl Config {
         let auth = access::auth(&raw.auth, &base).map_err(|m| section_error("auth", m))?;
         let policy = access::policy(&raw.policy, &base).map_err(|m| section_error("policy", m))?;
         let limits = access::limits(&raw.limits, vars).map_err(|m| section_error("limits", m))?;
+        let sandbox =
+            sandbox::sandbox(&raw.sandbox, &base).map_err(|m| section_error("sandbox", m))?;
         Ok(Self {
+            sandbox,
             source: path.to_owned(),
             auth,
             policy,
@@ -490,11 +496,13 @@ pub fn validate_server(
                 .as_deref()
                 .map(|c| interp("cwd", c).map(|c| base.join(c)))
                 .transpose()?;
+            let sandbox = Box::new(sandbox::server_sandbox(raw.sandbox.as_ref(), name, base)?);
             TransportSpec::Stdio(StdioSpec {
                 command,
                 args,
                 env,
                 cwd,
+                sandbox,
             })
         }
         (None, Some(url)) => {
@@ -508,9 +516,13 @@ pub fn validate_server(
                     ));
                 }
             };
-            if !raw.args.is_empty() || !raw.env.is_empty() || raw.cwd.is_some() {
+            if !raw.args.is_empty()
+                || !raw.env.is_empty()
+                || raw.cwd.is_some()
+                || raw.sandbox.is_some()
+            {
                 return Err(format!(
-                    "servers.{name}: `args`, `env` and `cwd` apply only to `command` servers"
+                    "servers.{name}: `args`, `env`, `cwd` and `sandbox` apply only to `command` servers"
                 ));
             }
             let url = interp("url", url)?;

@@ -38,6 +38,9 @@ pub struct RawConfig {
     /// How often clients may call, per client, tool, server and in total.
     #[serde(default)]
     pub limits: RawLimits,
+    /// How stdio servers are isolated: every one runs inside `sandbox-runner`.
+    #[serde(default)]
+    pub sandbox: RawSandbox,
     /// Files in the `mcpServers` JSON format of Claude Desktop, Cursor and VS Code whose servers are
     /// registered as if they were written under `[servers]`. Relative paths are resolved against
     /// the directory of this file.
@@ -287,9 +290,83 @@ pub struct RawServer {
     /// tool, signed with `public_key` (or the `domain`'s key). A tool is matched by name, and its
     /// definition (without `_meta`) must be exactly the signed schema.
     pub signed_tools: Option<String>,
+    /// How this stdio server is isolated; unset fields take `[sandbox]`'s.
+    pub sandbox: Option<RawServerSandbox>,
     /// The publisher's domain (`example.com`, or an `https://` URL). Its key is pinned under this
     /// name. Without `public_key`, the key is fetched from its `.well-known/schemapin.json`,
     /// and the keys it revokes (there or at its `revocation_endpoint`) are refused; if revocation
     /// cannot be read, signed tools are refused. Default: the server's name, with no discovery.
     pub domain: Option<String>,
+}
+
+/// How stdio servers are isolated. Every stdio server runs inside `sandbox-runner`, in a tier:
+/// `namespaces` (the default: Linux namespaces, a private read-only root, Landlock, seccomp,
+/// cgroups), `gvisor`, or `process` (a clean environment and rlimits only, for development).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSandbox {
+    /// The `sandbox-runner` binary. Default: the one beside `mcp-gateway`, else on `PATH`.
+    pub runner: Option<String>,
+    /// The tier servers run in. Default `namespaces`.
+    pub tier: Option<String>,
+    /// The tier to use when `tier` is unavailable on this host. Default: none, so a missing
+    /// tier stops the server with a clear error rather than running it less isolated.
+    pub fallback: Option<String>,
+    /// `true` refuses the `process` tier, even as a fallback. Default `false`.
+    pub production: Option<bool>,
+    /// Absolute paths of the only programs a server may run. Default: any.
+    #[serde(default)]
+    pub allow_commands: Vec<String>,
+    /// `relay` (default): the server's stdout passes through the runner, which enforces
+    /// `output_bytes`. `direct`: the server writes straight to the gateway.
+    pub stdout: Option<String>,
+    /// Limits for every server, unless the server sets its own.
+    #[serde(default)]
+    pub limits: RawSandboxLimits,
+}
+
+/// Limits of one sandbox.
+#[derive(Debug, Default, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSandboxLimits {
+    /// Memory of the whole sandbox, like `512M` or `2G`; exceeding it is an OOM kill.
+    pub memory: Option<String>,
+    /// Processes and threads at once.
+    pub pids: Option<u64>,
+    /// CPU bandwidth in CPUs, like `0.5`.
+    pub cpus: Option<f64>,
+    /// CPU seconds a sandbox may use in all; then it is killed and restarted.
+    pub cpu_seconds: Option<f64>,
+    /// Bytes of output (stdout and stderr) a sandbox may write in all, like `1G`.
+    pub output_bytes: Option<String>,
+    /// Open files per process. Default 1024.
+    pub open_files: Option<u64>,
+}
+
+/// How one stdio server is isolated.
+#[derive(Debug, Default, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawServerSandbox {
+    /// The tier, overriding `[sandbox] tier`.
+    pub tier: Option<String>,
+    /// The fallback tier, overriding `[sandbox] fallback`.
+    pub fallback: Option<String>,
+    /// The directory the server may write. Default: `cwd`, else a directory of its own under
+    /// the data directory. Relative paths are resolved against this file's directory.
+    pub workdir: Option<String>,
+    /// More host paths the server may read (an interpreter, a package directory), at the same
+    /// path inside. The command's own installation (its `bin/..`, a script's interpreter, a
+    /// `node_modules` tree an argument points into) is added without being named here.
+    #[serde(default)]
+    pub read_only: Vec<String>,
+    /// More host paths the server may write.
+    #[serde(default)]
+    pub writable: Vec<String>,
+    /// `host:port` endpoints the server may reach, through the runner's proxy (`HTTPS_PROXY`
+    /// is set for it). Default: none; the server has no network.
+    #[serde(default)]
+    pub allow_net: Vec<String>,
+    /// Limits of this server, each overriding `[sandbox.limits]`.
+    #[serde(default)]
+    pub limits: RawSandboxLimits,
 }

@@ -182,11 +182,24 @@ async fn readyz(State(gateway): State<Arc<Gateway>>) -> (StatusCode, String) {
     let mut body = String::new();
     for upstream in gateway.registry.upstreams() {
         body.push_str(&format!(
-            "{} {:?} tier={}\n",
+            "{} {:?} tier={} requested={}\n",
             upstream.spec.name,
             upstream.state(),
-            upstream.tier()
+            upstream.tier(),
+            upstream.tier_requested()
         ));
+    }
+    match gateway.sandbox.get() {
+        Some(Ok(report)) => {
+            for tier in &report.tiers {
+                body.push_str(&format!(
+                    "sandbox {} available={} {}\n",
+                    tier.tier, tier.available, tier.detail
+                ));
+            }
+        }
+        Some(Err(e)) => body.push_str(&format!("sandbox unprobed: {e}\n")),
+        None => {}
     }
     let policy = gateway.access.policy.current();
     body.push_str(&format!(

@@ -1,78 +1,209 @@
 //! Starting the process of a stdio upstream, behind one interface.
 //!
-//! Today the only launcher is [`ChildProcessLauncher`]: a plain child process with a clean
-//! environment, in its own process group so the whole tree is killed with it. It isolates
-//! nothing, and says so: [`Launched::tier`] is `"none"`. The sandbox issue adds a launcher that
-//! starts the server inside `sandbox-runner`; nothing else in the gateway needs to change.
+//! Every stdio server runs inside `sandbox-runner` ([`RunnerLauncher`]): the gateway never
+//! forks a sandbox from its own async process, and nothing it starts runs with its privileges.
+//! The runner gets the server's MCP stream on its stdin and stdout and a control channel on
+//! descriptor 3, where the gateway writes the launch spec and the runner reports its events
+//! (started, limit hit, denied, exited); the gateway records each in the audit trail and only
+//! then acknowledges it, so none is lost, and drops a repeated sequence number, so none is
+//! recorded twice.
 
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
 
-use process_wrap::tokio::{CommandWrap, KillOnDrop, ProcessGroup};
+use command_fds::{CommandFdExt, FdMapping};
+use futures::future::BoxFuture;
+use process_wrap::tokio::{CommandWrap, ProcessGroup};
 use rmcp::transport::TokioChildProcess;
+use sandbox_runner::probe::Report;
+use sandbox_runner::protocol::{Envelope, Event, Isolation, LaunchSpec, Tier};
 use secrecy::ExposeSecret;
-use tokio::io::AsyncBufReadExt;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
+use crate::audit::AuditLog;
 use crate::config::StdioSpec;
+use crate::config::sandbox::SandboxConfig;
 
-/// Variables a child inherits from the gateway even though its spec does not name them: without
-/// them `npx`, `uvx` and most interpreters cannot start.
-const INHERITED_ENV: &[&str] = &["PATH", "HOME", "LANG", "TERM", "TMPDIR", "USER"];
+/// Variables a server inherits from the gateway even though its spec does not name them:
+/// without them `npx`, `uvx` and most interpreters cannot start.
+const INHERITED_ENV: &[&str] = &["PATH", "LANG", "TERM"];
+/// How long a runner may take to report that the server started (or could not).
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Host directories every sandbox sees read-only already.
+const SYSTEM_DIRS: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib64", "/opt", "/etc"];
 
-/// A started stdio server: the transport speaking MCP over its stdin and stdout.
+/// A started stdio server: the transport speaking MCP over the runner's stdin and stdout.
 pub struct Launched {
     pub transport: TokioChildProcess,
+    /// The sandbox's process as the host sees it.
     pub pid: Option<u32>,
-    /// The isolation tier the process runs in, reported in status.
-    pub tier: &'static str,
+    pub tier: Tier,
+    pub tier_requested: Tier,
+    pub isolation: Isolation,
+    /// Microseconds from the runner's start to the server's exec.
+    pub start_us: u64,
 }
 
-/// Why a process could not be started.
+/// Why a server could not be started.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot start `{command}`: {source}")]
+#[error("cannot start `{command}`: {message}")]
 pub struct LaunchError {
     pub command: String,
-    #[source]
-    pub source: std::io::Error,
+    pub message: String,
 }
 
 /// Starts stdio upstream servers.
 pub trait ProcessLauncher: Send + Sync + 'static {
-    fn launch(&self, server: &str, spec: &StdioSpec) -> Result<Launched, LaunchError>;
+    /// Starts `spec`'s server and waits until it runs (or could not be started). The runner's
+    /// events are recorded in `audit`.
+    fn launch<'a>(
+        &'a self,
+        server: &'a str,
+        spec: &'a StdioSpec,
+        audit: Option<AuditLog>,
+    ) -> BoxFuture<'a, Result<Launched, LaunchError>>;
+
+    /// What each isolation tier can do on this host.
+    fn probe(&self) -> BoxFuture<'_, Result<Report, String>>;
 }
 
-/// Starts servers as plain child processes of the gateway (no isolation).
-#[derive(Debug, Default)]
-pub struct ChildProcessLauncher;
+/// Starts each server inside `sandbox-runner`.
+#[derive(Debug, Clone)]
+pub struct RunnerLauncher {
+    runner: Option<PathBuf>,
+    config: SandboxConfig,
+    /// Where servers without a working directory of their own get one.
+    workdirs: PathBuf,
+}
 
-impl ProcessLauncher for ChildProcessLauncher {
-    fn launch(&self, server: &str, spec: &StdioSpec) -> Result<Launched, LaunchError> {
-        let mut command = tokio::process::Command::new(&spec.command);
-        command.args(&spec.args).env_clear();
+/// Finds the `sandbox-runner` binary: the configured one, `MCP_SANDBOX_RUNNER`, the one beside
+/// this executable (or beside its `deps/` directory, for test binaries), or one on `PATH`.
+pub fn find_runner(configured: Option<&Path>) -> Option<PathBuf> {
+    if let Some(path) = configured {
+        return Some(path.to_path_buf());
+    }
+    if let Some(path) = std::env::var_os("MCP_SANDBOX_RUNNER") {
+        return Some(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    let mut candidates = vec![dir.join("sandbox-runner")];
+    if dir.file_name().is_some_and(|n| n == "deps")
+        && let Some(parent) = dir.parent()
+    {
+        candidates.push(parent.join("sandbox-runner"));
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        candidates.extend(std::env::split_paths(&path).map(|d| d.join("sandbox-runner")));
+    }
+    candidates.into_iter().find(|p| p.is_file())
+}
+
+impl RunnerLauncher {
+    pub fn new(config: &SandboxConfig, data_dir: &Path) -> Self {
+        RunnerLauncher {
+            runner: find_runner(config.runner.as_deref()),
+            config: config.clone(),
+            workdirs: data_dir.join("sandboxes"),
+        }
+    }
+
+    /// The launch spec of `spec`'s server.
+    pub fn launch_spec(&self, server: &str, spec: &StdioSpec) -> Result<LaunchSpec, String> {
+        let own = &spec.sandbox;
+        let tier = own.tier.unwrap_or(self.config.tier);
+        let workdir = match own.workdir.as_ref().or(spec.cwd.as_ref()) {
+            Some(dir) => dir.clone(),
+            None => {
+                let dir = self.workdirs.join(server);
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                dir
+            }
+        };
+        let workdir = workdir
+            .canonicalize()
+            .map_err(|e| format!("working directory {}: {e}", workdir.display()))?;
+        let mut env = std::collections::BTreeMap::new();
         for name in INHERITED_ENV {
-            if let Some(value) = std::env::var_os(name) {
-                command.env(name, value);
+            if let Ok(value) = std::env::var(name) {
+                env.insert((*name).to_owned(), value);
             }
         }
+        // Inside a sandbox the home and temporary directories are the sandbox's own /tmp.
+        let home = if tier == Tier::Process {
+            std::env::var("HOME").unwrap_or_else(|_| "/tmp".into())
+        } else {
+            "/tmp".into()
+        };
+        env.insert("HOME".into(), home);
+        env.insert("TMPDIR".into(), "/tmp".into());
         for (name, value) in &spec.env {
-            command.env(name, value.expose_secret());
+            env.insert(name.clone(), value.expose_secret().to_owned());
         }
-        if let Some(cwd) = &spec.cwd {
-            command.current_dir(cwd);
-        }
+        let path = env.get("PATH").cloned().unwrap_or_default();
+        let mut read_only = own.read_only.clone();
+        read_only.extend(installation_paths(
+            &spec.command,
+            &spec.args,
+            &path,
+            &workdir,
+        ));
+        read_only.sort();
+        read_only.dedup();
+        Ok(LaunchSpec {
+            command: spec.command.clone(),
+            args: spec.args.clone(),
+            env,
+            workdir,
+            tier,
+            fallback: own.fallback.or(self.config.fallback),
+            limits: self.config.limits_for(own),
+            allow_net: own.allow_net.clone(),
+            read_only,
+            writable: own.writable.clone(),
+            allowed_commands: self.config.allow_commands.clone(),
+            production: self.config.production,
+            stdout: self.config.stdout,
+        })
+    }
+
+    async fn start(
+        &self,
+        server: &str,
+        spec: &StdioSpec,
+        audit: Option<AuditLog>,
+    ) -> Result<Launched, String> {
+        let runner = self.runner.as_ref().ok_or(
+            "the `sandbox-runner` binary was not found beside mcp-gateway or on PATH; \
+             set `[sandbox] runner`",
+        )?;
+        let launch = self.launch_spec(server, spec)?;
+        let (ours, theirs) =
+            std::os::unix::net::UnixStream::pair().map_err(|e| format!("control channel: {e}"))?;
+        let mut command = tokio::process::Command::new(runner);
+        command
+            .args(["launch", "--control-fd", "3"])
+            .env_clear()
+            .kill_on_drop(true);
+        command
+            .fd_mappings(vec![FdMapping {
+                parent_fd: theirs.into(),
+                child_fd: 3,
+            }])
+            .map_err(|e| format!("control channel: {e}"))?;
         let mut wrapped = CommandWrap::from(command);
-        // A process group lets a kill reach the grandchildren that `npx` and `uvx` start.
-        wrapped.wrap(ProcessGroup::leader()).wrap(KillOnDrop);
+        wrapped.wrap(ProcessGroup::leader());
         let (transport, stderr) = TokioChildProcess::builder(wrapped)
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|source| LaunchError {
-                command: spec.command.clone(),
-                source,
-            })?;
-        let pid = transport.id();
+            .map_err(|e| format!("cannot run {}: {e}", runner.display()))?;
         if let Some(stderr) = stderr {
-            // The server's stderr becomes our log, line by line, tagged with its name; it must
-            // never reach our stdout, which is a protocol stream in `mcp-gateway stdio`.
+            // The server's stderr (relayed by the runner) becomes our log, line by line,
+            // tagged with its name; it must never reach our stdout, which is a protocol
+            // stream in `mcp-gateway stdio`.
             let server = server.to_owned();
             tokio::spawn(async move {
                 let mut lines = tokio::io::BufReader::new(stderr).lines();
@@ -81,10 +212,328 @@ impl ProcessLauncher for ChildProcessLauncher {
                 }
             });
         }
-        Ok(Launched {
-            transport,
-            pid,
-            tier: "none",
+        ours.set_nonblocking(true)
+            .map_err(|e| format!("control channel: {e}"))?;
+        let control =
+            tokio::net::UnixStream::from_std(ours).map_err(|e| format!("control channel: {e}"))?;
+        let (reader, mut writer) = control.into_split();
+        let mut line = serde_json::to_string(&launch).map_err(|e| e.to_string())?;
+        line.push('\n');
+        writer
+            .write_all(line.as_bytes())
+            .await
+            .map_err(|e| format!("the runner closed its control channel: {e}"))?;
+        let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(pump_events(
+            Arc::from(server),
+            reader,
+            writer,
+            audit,
+            first_tx,
+        ));
+        match tokio::time::timeout(START_TIMEOUT, first_rx).await {
+            Ok(Ok(Ok(started))) => Ok(Launched {
+                transport,
+                pid: Some(started.pid),
+                tier: started.tier,
+                tier_requested: started.tier_requested,
+                isolation: started.isolation,
+                start_us: started.start_us,
+            }),
+            Ok(Ok(Err(message))) => Err(message),
+            Ok(Err(_)) => Err("the sandbox runner ended without reporting".into()),
+            Err(_) => Err(format!(
+                "the sandbox runner reported nothing within {} s",
+                START_TIMEOUT.as_secs()
+            )),
+        }
+    }
+}
+
+impl ProcessLauncher for RunnerLauncher {
+    fn launch<'a>(
+        &'a self,
+        server: &'a str,
+        spec: &'a StdioSpec,
+        audit: Option<AuditLog>,
+    ) -> BoxFuture<'a, Result<Launched, LaunchError>> {
+        Box::pin(async move {
+            self.start(server, spec, audit)
+                .await
+                .map_err(|message| LaunchError {
+                    command: spec.command.clone(),
+                    message,
+                })
         })
+    }
+
+    fn probe(&self) -> BoxFuture<'_, Result<Report, String>> {
+        Box::pin(async move {
+            let runner = self
+                .runner
+                .as_ref()
+                .ok_or("the `sandbox-runner` binary was not found")?;
+            let output = tokio::process::Command::new(runner)
+                .arg("probe")
+                .env_clear()
+                .stdin(Stdio::null())
+                .kill_on_drop(true)
+                .output()
+                .await
+                .map_err(|e| format!("cannot run {}: {e}", runner.display()))?;
+            serde_json::from_slice(&output.stdout)
+                .map_err(|e| format!("{} probe: unreadable report: {e}", runner.display()))
+        })
+    }
+}
+
+/// What the first event said, when the server started.
+struct Started {
+    pid: u32,
+    tier: Tier,
+    tier_requested: Tier,
+    isolation: Isolation,
+    start_us: u64,
+}
+
+/// Reads the runner's events until it exits: each is logged, recorded, then acknowledged.
+async fn pump_events(
+    server: Arc<str>,
+    reader: tokio::net::unix::OwnedReadHalf,
+    mut writer: tokio::net::unix::OwnedWriteHalf,
+    audit: Option<AuditLog>,
+    first: tokio::sync::oneshot::Sender<Result<Started, String>>,
+) {
+    let mut first = Some(first);
+    let mut last_seq = 0u64;
+    let mut lines = tokio::io::BufReader::new(reader).lines();
+    let mut denied: Option<String> = None;
+    while let Ok(Some(line)) = lines.next_line().await {
+        let envelope: Envelope = match serde_json::from_str(&line) {
+            Ok(envelope) => envelope,
+            Err(e) => {
+                tracing::warn!(server = %server, error = %e, "ignoring an unreadable runner event");
+                continue;
+            }
+        };
+        if envelope.seq > last_seq {
+            last_seq = envelope.seq;
+            log_event(&server, &envelope.event);
+            if let Some(audit) = &audit {
+                let body = serde_json::json!({
+                    "kind": "runner",
+                    "time": crate::audit::now_ms(),
+                    "server": &*server,
+                    "seq": envelope.seq,
+                    "event": &envelope.event,
+                });
+                // The acknowledgement waits for the commit: an acknowledged event is durable.
+                if let Err(e) = audit.record(&body).await {
+                    tracing::error!(server = %server, error = %e, "cannot record a runner event; not acknowledging it");
+                    continue;
+                }
+            }
+            match &envelope.event {
+                Event::Started {
+                    tier_requested,
+                    tier,
+                    pid,
+                    start_us,
+                    isolation,
+                    ..
+                } => {
+                    if let Some(first) = first.take() {
+                        let _ = first.send(Ok(Started {
+                            pid: *pid,
+                            tier: *tier,
+                            tier_requested: *tier_requested,
+                            isolation: isolation.clone(),
+                            start_us: *start_us,
+                        }));
+                    }
+                }
+                Event::Denied { reason, .. } => denied = Some(reason.clone()),
+                Event::Failed { message } => {
+                    if let Some(first) = first.take() {
+                        let message = match denied.take() {
+                            Some(reason) if !message.contains(&reason) => {
+                                format!("{message} ({reason})")
+                            }
+                            _ => message.clone(),
+                        };
+                        let _ = first.send(Err(message));
+                    }
+                }
+                _ => {}
+            }
+        }
+        // A repeat is acknowledged again, and not recorded again.
+        let ack = format!("{{\"ack\":{}}}\n", envelope.seq);
+        if writer.write_all(ack.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+}
+
+fn log_event(server: &str, event: &Event) {
+    match event {
+        Event::Started {
+            tier,
+            tier_requested,
+            pid,
+            start_us,
+            isolation,
+            ..
+        } => tracing::info!(
+            server,
+            %tier,
+            %tier_requested,
+            pid,
+            start_us,
+            limits = ?isolation.limits,
+            notes = ?isolation.notes,
+            "sandbox started"
+        ),
+        Event::Exited {
+            code,
+            signal,
+            usage,
+        } => tracing::info!(server, ?code, ?signal, ?usage, "sandbox exited"),
+        Event::Output { .. } => {}
+        other => tracing::warn!(server, event = ?other, "sandbox event"),
+    }
+}
+
+fn is_system(path: &Path) -> bool {
+    SYSTEM_DIRS.iter().any(|dir| path.starts_with(dir))
+}
+
+/// Directories that must never be exposed whole because a program happens to live in them.
+fn is_home(path: &Path) -> bool {
+    path == Path::new("/")
+        || path == Path::new("/root")
+        || path == Path::new("/home")
+        || path.parent() == Some(Path::new("/home"))
+        || std::env::var_os("HOME").is_some_and(|home| path == Path::new(&home))
+        || path == std::env::temp_dir()
+}
+
+/// The installation a program belongs to: `/x/bin/prog` is in `/x`, `/x/prog` in `/x`; just
+/// the program itself when that would be a home or temporary directory.
+fn installation(program: &Path) -> Option<PathBuf> {
+    if is_system(program) {
+        return None;
+    }
+    let dir = program.parent()?;
+    let root = if dir.file_name().is_some_and(|n| n == "bin") {
+        dir.parent()?
+    } else {
+        dir
+    };
+    if is_home(root) || is_system(root) {
+        Some(program.to_path_buf())
+    } else {
+        Some(root.to_path_buf())
+    }
+}
+
+fn lookup(program: &str, path: &str) -> Option<PathBuf> {
+    if program.contains('/') {
+        return Some(PathBuf::from(program));
+    }
+    std::env::split_paths(path)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+/// The interpreter of a script (`#!/x/python`, or `#!/usr/bin/env node` looked up on `path`).
+fn interpreter(script: &Path, path: &str) -> Option<PathBuf> {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(script).ok()?.read(&mut head).ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = String::from_utf8_lossy(line);
+    let line = line.lines().next()?;
+    let mut words = line.split_whitespace();
+    let first = words.next()?;
+    if first.ends_with("/env") {
+        let program = words.find(|w| !w.starts_with('-'))?;
+        return lookup(program, path);
+    }
+    Some(PathBuf::from(first))
+}
+
+/// Host paths a server needs to read to run at all: the installation of its command (as
+/// named and with links resolved, so a virtualenv and its base interpreter), of a script's
+/// interpreter, and the `node_modules` tree (or the file) of a script given as an argument.
+pub fn installation_paths(
+    command: &str,
+    args: &[String],
+    path: &str,
+    workdir: &Path,
+) -> Vec<PathBuf> {
+    let mut programs = Vec::new();
+    if let Some(program) = lookup(command, path) {
+        if let Some(interp) = interpreter(&program, path) {
+            programs.push(interp);
+        }
+        programs.push(program);
+    }
+    let mut found = Vec::new();
+    for program in programs {
+        found.extend(installation(&program));
+        if let Ok(real) = program.canonicalize() {
+            found.extend(installation(&real));
+        }
+    }
+    for arg in args {
+        let arg = Path::new(arg);
+        if !arg.is_absolute() || !arg.is_file() || arg.starts_with(workdir) || is_system(arg) {
+            continue;
+        }
+        let modules = arg
+            .ancestors()
+            .filter(|a| a.file_name().is_some_and(|n| n == "node_modules"))
+            .last();
+        found.push(modules.unwrap_or(arg).to_path_buf());
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn installations() {
+        assert_eq!(
+            installation(Path::new("/srv/tools/venv/bin/python")),
+            Some(PathBuf::from("/srv/tools/venv"))
+        );
+        assert_eq!(installation(Path::new("/usr/bin/python3")), None);
+        // A program in a home directory exposes itself, not the home directory.
+        assert_eq!(
+            installation(Path::new("/root/bin/server")),
+            Some(PathBuf::from("/root/bin/server"))
+        );
+        assert_eq!(
+            installation(Path::new("/home/ann/server")),
+            Some(PathBuf::from("/home/ann/server"))
+        );
+    }
+
+    #[test]
+    fn node_modules_of_a_script_argument() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let script = dir.path().join("node_modules/@scope/pkg/dist/index.js");
+        std::fs::create_dir_all(script.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&script, "").expect("write");
+        let paths = installation_paths(
+            "/usr/bin/true",
+            &[script.display().to_string(), "stdio".into()],
+            "/usr/bin",
+            Path::new("/nonexistent"),
+        );
+        assert_eq!(paths, vec![dir.path().join("node_modules")]);
     }
 }

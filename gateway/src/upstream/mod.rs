@@ -172,7 +172,8 @@ pub struct Upstream {
     state: tokio::sync::watch::Sender<UpstreamState>,
     peer: RwLock<Option<Peer<RoleClient>>>,
     catalog: RwLock<Arc<Catalog>>,
-    tier: RwLock<&'static str>,
+    /// The isolation tier asked for and the one in use.
+    tier: RwLock<(&'static str, &'static str)>,
     pid: RwLock<Option<u32>>,
     /// Upstream resource URIs some client is subscribed to, with how many subscriptions each.
     wanted: Mutex<BTreeMap<String, usize>>,
@@ -231,7 +232,7 @@ impl Upstream {
             state: tokio::sync::watch::Sender::new(state),
             peer: RwLock::new(None),
             catalog: RwLock::new(Arc::default()),
-            tier: RwLock::new("none"),
+            tier: RwLock::new(("none", "none")),
             pid: RwLock::new(None),
             wanted: Mutex::new(BTreeMap::new()),
             wanted_changed: tokio::sync::Notify::new(),
@@ -272,9 +273,14 @@ impl Upstream {
         read(&self.catalog).clone()
     }
 
-    /// The isolation tier of the current process ("none" for plain child processes and remote servers).
+    /// The isolation tier of the current process ("none" for remote servers).
     pub fn tier(&self) -> &'static str {
-        *read(&self.tier)
+        read(&self.tier).1
+    }
+
+    /// The isolation tier the server's config asks for ("none" for remote servers).
+    pub fn tier_requested(&self) -> &'static str {
+        read(&self.tier).0
     }
 
     /// The process id of a running stdio server.
@@ -517,14 +523,15 @@ impl Upstream {
             TransportSpec::Stdio(spec) => {
                 let launched = cx
                     .launcher
-                    .launch(&self.spec.name, spec)
+                    .launch(&self.spec.name, spec, cx.audit.clone())
+                    .await
                     .map_err(|e| e.to_string())?;
-                *write(&self.tier) = launched.tier;
+                *write(&self.tier) = (launched.tier_requested.as_str(), launched.tier.as_str());
                 if shared {
                     // Status reports the shared connection's process.
                     *write(&self.pid) = launched.pid;
                 }
-                tracing::info!(server = %self.name, pid = ?launched.pid, tier = launched.tier, "started upstream process");
+                tracing::info!(server = %self.name, pid = ?launched.pid, tier = %launched.tier, start_us = launched.start_us, "started upstream process");
                 let transport = tap::NotificationTap::new(
                     launched.transport,
                     self.name.clone(),

@@ -16,7 +16,7 @@ use gateway::{
     Gateway,
     config::{Config, interpolate::Vars},
     front,
-    upstream::launch::ChildProcessLauncher,
+    upstream::launch::RunnerLauncher,
 };
 
 pub(crate) struct TestGateway {
@@ -79,7 +79,11 @@ pub(crate) async fn start_in(dir: tempfile::TempDir, timeouts: &str, extra: &str
     let store = gateway::store::Store::open(&config.storage.database_url)
         .await
         .expect("the test database opens");
-    let gateway = Gateway::start(config, Arc::new(ChildProcessLauncher), &store)
+    let launcher = Arc::new(RunnerLauncher::new(
+        &config.sandbox,
+        &config.storage.data_dir,
+    ));
+    let gateway = Gateway::start(config, launcher, &store)
         .await
         .expect("the test gateway starts");
     // Binding before serving means the port is known and accepting before any client connects.

@@ -1,0 +1,571 @@
+//! Starting one sandbox: the command resolved and checked, the tier chosen (no silent
+//! downgrade), the cgroups made, the processes started. Runs before the runner starts any
+//! thread: `clone` and `fork` need a single-threaded process.
+
+#![allow(unsafe_code)] // System calls without safe wrappers; each block says why it is sound.
+
+use std::ffi::CString;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Instant;
+
+use nix::fcntl::OFlag;
+use nix::sched::clone;
+use nix::sys::signal::Signal;
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+use nix::unistd::{Pid, pipe2};
+
+use crate::cgroup::Cgroups;
+use crate::confine::{self, Rlimits};
+use crate::namespaces::{self, ChildFds, Plan};
+use crate::protocol::{Isolation, LaunchSpec, StdoutMode, Tier};
+
+/// `PATH` when the spec names none.
+pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+const DEFAULT_OPEN_FILES: u64 = 1024;
+const CLONE_STACK: usize = 256 * 1024;
+
+/// A launch that did not happen, and why.
+#[derive(Debug)]
+pub struct Refused {
+    pub message: String,
+    /// Set when the refusal is a denial (a command not on the allow-list).
+    pub denied: Option<(String, String)>,
+}
+
+impl Refused {
+    fn new(message: impl Into<String>) -> Self {
+        Refused {
+            message: message.into(),
+            denied: None,
+        }
+    }
+}
+
+/// A running sandbox, as the runner holds it.
+pub struct Running {
+    pub tier_requested: Tier,
+    pub tier: Tier,
+    /// The process the runner waits for: the sandbox's init, or the program itself.
+    pub pid: Pid,
+    pub command: PathBuf,
+    pub started: Instant,
+    pub start_us: u64,
+    pub isolation: Isolation,
+    pub cgroups: Cgroups,
+    /// The program's stdout (relay mode) and stderr.
+    pub stdout: Option<OwnedFd>,
+    pub stderr: OwnedFd,
+    /// `exit N` / `signal N` from the sandbox's init (namespaces tier).
+    pub status: Option<OwnedFd>,
+    /// Where the init sent the proxy's listening socket.
+    pub proxy: Option<OwnedFd>,
+    /// The directory the sandbox's root was mounted on (removed at the end).
+    pub root_dir: Option<PathBuf>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.root_dir {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Finds the program: an absolute or relative path as given, else the first match in `PATH`.
+pub fn resolve_command(command: &str, path: &str, workdir: &Path) -> Result<PathBuf, String> {
+    let candidate = if command.contains('/') {
+        let path = Path::new(command);
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            workdir.join(path)
+        }
+    } else {
+        path.split(':')
+            .filter(|dir| !dir.is_empty())
+            .map(|dir| Path::new(dir).join(command))
+            .find(|p| is_executable(p))
+            .ok_or_else(|| format!("`{command}` was not found in PATH ({path})"))?
+    };
+    let resolved = candidate
+        .canonicalize()
+        .map_err(|e| format!("`{}`: {e}", candidate.display()))?;
+    if !is_executable(&resolved) {
+        return Err(format!(
+            "`{}` is not an executable file",
+            resolved.display()
+        ));
+    }
+    Ok(resolved)
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+fn cstring(bytes: &[u8]) -> Result<CString, Refused> {
+    CString::new(bytes).map_err(|_| Refused::new("an argument or variable contains a NUL byte"))
+}
+
+fn environment(spec: &LaunchSpec) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = spec
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if !spec.env.contains_key("PATH") {
+        env.push(("PATH".into(), DEFAULT_PATH.into()));
+    }
+    if !spec.allow_net.is_empty() {
+        let proxy = format!("http://127.0.0.1:{}", namespaces::PROXY_PORT);
+        for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+            if !spec.env.contains_key(name) {
+                env.push((name.into(), proxy.clone()));
+            }
+        }
+    }
+    env
+}
+
+/// Starts the sandbox of `spec`, trying its fallback tier when the requested one is unavailable.
+pub fn start(spec: &LaunchSpec) -> Result<Running, Refused> {
+    let begin = Instant::now();
+    let path = spec.env.get("PATH").map_or(DEFAULT_PATH, String::as_str);
+    let command = resolve_command(&spec.command, path, &spec.workdir).map_err(Refused::new)?;
+    if !spec.allowed_commands.is_empty()
+        && !spec
+            .allowed_commands
+            .iter()
+            .any(|allowed| allowed.canonicalize().is_ok_and(|a| a == command))
+    {
+        return Err(Refused {
+            message: format!("`{}` is not on the command allow-list", command.display()),
+            denied: Some(("exec".into(), command.display().to_string())),
+        });
+    }
+    if !spec.workdir.is_dir() {
+        return Err(Refused::new(format!(
+            "the working directory {} does not exist",
+            spec.workdir.display()
+        )));
+    }
+    let mut tiers = vec![spec.tier];
+    tiers.extend(spec.fallback.filter(|f| *f != spec.tier));
+    let mut reasons = Vec::new();
+    for tier in tiers {
+        if tier == Tier::Process && spec.production {
+            reasons.push("process: refused in production".to_owned());
+            continue;
+        }
+        let attempt = match tier {
+            Tier::Namespaces => start_namespaces(spec, &command, begin),
+            Tier::Process => start_process(spec, &command, begin),
+            Tier::Gvisor => Err(Unavailable(crate::gvisor::unavailable_reason())),
+        };
+        match attempt {
+            Ok(Ok(mut running)) => {
+                running.tier_requested = spec.tier;
+                if running.tier != spec.tier {
+                    running.isolation.notes.push(format!(
+                        "tier {} was requested and is unavailable ({}); the configured fallback {} is in use",
+                        spec.tier,
+                        reasons.join("; "),
+                        running.tier
+                    ));
+                }
+                return Ok(running);
+            }
+            Ok(Err(refused)) => return Err(refused),
+            Err(Unavailable(reason)) => reasons.push(format!("{tier}: {reason}")),
+        }
+    }
+    Err(Refused::new(format!(
+        "no permitted isolation tier is available: {}",
+        reasons.join("; ")
+    )))
+}
+
+/// The tier cannot run on this host (as opposed to a launch that failed inside a working tier).
+struct Unavailable(String);
+
+type Attempt = Result<Result<Running, Refused>, Unavailable>;
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), Refused> {
+    pipe2(OFlag::O_CLOEXEC).map_err(|e| Refused::new(format!("pipe: {e}")))
+}
+
+/// Reads what the program's process wrote before `execve` failed; empty when `execve` worked.
+fn read_exec_error(fd: OwnedFd) -> String {
+    use std::io::Read;
+    let mut message = String::new();
+    let _ = std::fs::File::from(fd).read_to_string(&mut message);
+    message
+}
+
+fn visible_in_sandbox(path: &Path, spec: &LaunchSpec) -> bool {
+    const SYSTEM: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib64", "/opt"];
+    SYSTEM.iter().any(|dir| path.starts_with(dir))
+        || path.starts_with(&spec.workdir)
+        || spec.read_only.iter().any(|p| path.starts_with(p))
+        || spec.writable.iter().any(|p| path.starts_with(p))
+}
+
+fn start_namespaces(spec: &LaunchSpec, command: &Path, begin: Instant) -> Attempt {
+    let landlock_abi = confine::landlock_abi();
+    let seccomp = match confine::seccomp_filters() {
+        Ok(filters) => filters,
+        Err(e) => return Ok(Err(Refused::new(format!("seccomp filter: {e}")))),
+    };
+    let cgroups = Cgroups::create(&spec.limits);
+    let mut isolation = Isolation {
+        namespaces: namespaces::NAMESPACES
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect(),
+        landlock_abi,
+        seccomp: true,
+        no_new_privs: true,
+        capabilities_dropped: true,
+        limits: cgroups.enforced.clone(),
+        notes: Vec::new(),
+    };
+    let limits = &spec.limits;
+    let rlimits = Rlimits {
+        open_files: limits.open_files.unwrap_or(DEFAULT_OPEN_FILES),
+        memory: limits.memory_bytes.filter(|_| !cgroups.memory),
+        pids: limits.pids.filter(|_| !cgroups.pids),
+        cpu_seconds: limits
+            .cpu_seconds
+            .filter(|_| !cgroups.cpu_time)
+            .map(|s| s.ceil() as u64),
+    };
+    note_rlimit_fallbacks(&mut isolation, &rlimits, limits.cpu_seconds.is_some());
+    if landlock_abi.is_none() {
+        isolation.notes.push(
+            "Landlock is not available on this kernel; the private root alone confines files"
+                .into(),
+        );
+    }
+    let mut read_only = spec.read_only.clone();
+    if !visible_in_sandbox(command, spec) {
+        // The program itself must be visible; only its file is added, read-only.
+        read_only.push(command.to_path_buf());
+    }
+    let Ok(root_dir) = make_root_dir() else {
+        return Ok(Err(Refused::new(
+            "cannot create the sandbox's root directory",
+        )));
+    };
+    let env = environment(spec);
+    let build = || -> Result<Plan, Refused> {
+        Ok(Plan {
+            new_root: root_dir.clone(),
+            workdir: spec.workdir.clone(),
+            read_only: read_only.clone(),
+            writable: spec.writable.clone(),
+            program: cstring(command.as_os_str().as_bytes())?,
+            argv: std::iter::once(Ok(cstring(command.as_os_str().as_bytes())?))
+                .chain(spec.args.iter().map(|a| cstring(a.as_bytes())))
+                .collect::<Result<_, _>>()?,
+            envp: env
+                .iter()
+                .map(|(k, v)| cstring(format!("{k}={v}").as_bytes()))
+                .collect::<Result<_, _>>()?,
+            rlimits,
+            landlock_abi,
+            seccomp,
+            proxy: !spec.allow_net.is_empty(),
+            passwd: format!(
+                "root:x:0:0::/:/usr/sbin/nologin\nsandbox:x:{id}:{id}::/tmp:/usr/sbin/nologin\n",
+                id = namespaces::INSIDE_ID
+            ),
+            group: format!("root:x:0:\nsandbox:x:{}:\n", namespaces::INSIDE_ID),
+        })
+    };
+    let plan = match build() {
+        Ok(plan) => plan,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    let fds = (|| -> Result<_, Refused> {
+        let (go_read, go_write) = pipe()?;
+        let (error_read, error_write) = pipe()?;
+        let (status_read, status_write) = pipe()?;
+        let (stderr_read, stderr_write) = pipe()?;
+        let stdout = match spec.stdout {
+            StdoutMode::Relay => Some(pipe()?),
+            StdoutMode::Direct => None,
+        };
+        let proxy = if spec.allow_net.is_empty() {
+            None
+        } else {
+            Some(
+                socketpair(
+                    AddressFamily::Unix,
+                    SockType::Datagram,
+                    None,
+                    SockFlag::SOCK_CLOEXEC,
+                )
+                .map_err(|e| Refused::new(format!("socketpair: {e}")))?,
+            )
+        };
+        Ok((
+            go_read,
+            go_write,
+            error_read,
+            error_write,
+            status_read,
+            status_write,
+            stderr_read,
+            stderr_write,
+            stdout,
+            proxy,
+        ))
+    })();
+    let (
+        go_read,
+        go_write,
+        error_read,
+        error_write,
+        status_read,
+        status_write,
+        stderr_read,
+        stderr_write,
+        stdout,
+        proxy,
+    ) = match fds {
+        Ok(fds) => fds,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    let (stdout_read, stdout_write) = match stdout {
+        Some((r, w)) => (Some(r), Some(w)),
+        None => (None, None),
+    };
+    let (proxy_runner, proxy_child) = match proxy {
+        Some((a, b)) => (Some(a), Some(b)),
+        None => (None, None),
+    };
+    let child_fds = ChildFds {
+        go: go_read,
+        exec_error: error_write,
+        status: status_write,
+        proxy: proxy_child,
+        stdout: stdout_write,
+        stderr: stderr_write,
+    };
+    let mut stack = vec![0u8; CLONE_STACK];
+    let callback = Box::new(|| namespaces::init(&plan, &child_fds));
+    // SAFETY: the runner is single-threaded here, so the child (a copy of this process) may run
+    // arbitrary code; it never returns into the runner's frames, only from the callback.
+    let cloned = unsafe {
+        clone(
+            callback,
+            &mut stack,
+            namespaces::clone_flags(),
+            Some(Signal::SIGCHLD as i32),
+        )
+    };
+    let pid = match cloned {
+        Ok(pid) => pid,
+        Err(e) => {
+            let _ = std::fs::remove_dir(&root_dir);
+            return Err(Unavailable(format!("cannot create namespaces: {e}")));
+        }
+    };
+    drop(child_fds);
+    let mut running = Running {
+        tier_requested: spec.tier,
+        tier: Tier::Namespaces,
+        pid,
+        command: command.to_path_buf(),
+        started: begin,
+        start_us: 0,
+        isolation,
+        cgroups,
+        stdout: stdout_read,
+        stderr: stderr_read,
+        status: Some(status_read),
+        proxy: proxy_runner,
+        root_dir: Some(root_dir),
+    };
+    if let Err(e) = namespaces::write_id_maps(pid) {
+        kill_now(pid);
+        return Ok(Err(Refused::new(format!(
+            "writing the user namespace maps: {e}"
+        ))));
+    }
+    if let Err(e) = running.cgroups.add(pid.as_raw() as u32) {
+        running.isolation.notes.push(format!(
+            "cannot join the sandbox's cgroups ({e}); limits fall back to rlimits"
+        ));
+    }
+    if nix::unistd::write(&go_write, b"g").is_err() {
+        kill_now(pid);
+        return Ok(Err(Refused::new(
+            "the sandbox's init died before it started",
+        )));
+    }
+    drop(go_write);
+    let message = read_exec_error(error_read);
+    running.start_us = begin.elapsed().as_micros() as u64;
+    if !message.is_empty() {
+        kill_now(pid);
+        return Ok(Err(Refused::new(format!(
+            "cannot start the program: {message}"
+        ))));
+    }
+    Ok(Ok(running))
+}
+
+fn note_rlimit_fallbacks(isolation: &mut Isolation, rlimits: &Rlimits, cpu_asked: bool) {
+    if rlimits.memory.is_some() {
+        isolation
+            .limits
+            .push("memory: rlimit (RLIMIT_DATA, per process)".into());
+        isolation.notes.push(
+            "no memory cgroup is delegated to the runner: the memory limit applies per process"
+                .into(),
+        );
+    }
+    if rlimits.pids.is_some() {
+        isolation.limits.push("pids: rlimit (RLIMIT_NPROC)".into());
+        isolation.notes.push(
+            "no pids cgroup is delegated to the runner: RLIMIT_NPROC limits processes".into(),
+        );
+    }
+    if cpu_asked {
+        if rlimits.cpu_seconds.is_some() {
+            isolation
+                .limits
+                .push("cpu time: rlimit (RLIMIT_CPU, per process)".into());
+        } else {
+            isolation.limits.push("cpu time: cgroup accounting".into());
+        }
+    }
+}
+
+fn kill_now(pid: Pid) {
+    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(pid, None);
+}
+
+fn make_root_dir() -> std::io::Result<PathBuf> {
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|p| p.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let name: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let dir = base.join(format!("mcp-sandbox-root-{name}"));
+    std::fs::create_dir(&dir)?;
+    Ok(dir)
+}
+
+fn start_process(spec: &LaunchSpec, command: &Path, begin: Instant) -> Attempt {
+    let limits = &spec.limits;
+    let rlimits = Rlimits {
+        open_files: limits.open_files.unwrap_or(DEFAULT_OPEN_FILES),
+        memory: limits.memory_bytes,
+        pids: None,
+        cpu_seconds: limits.cpu_seconds.map(|s| s.ceil() as u64),
+    };
+    let mut isolation = Isolation {
+        notes: vec![
+            "the process tier isolates nothing: the program runs with the runner's user, files and network"
+                .into(),
+        ],
+        ..Isolation::default()
+    };
+    note_rlimit_fallbacks(&mut isolation, &rlimits, limits.cpu_seconds.is_some());
+    if limits.pids.is_some() {
+        isolation
+            .notes
+            .push("the pids limit is not enforced in the process tier".into());
+    }
+    let (stderr_read, stderr_write) = match pipe() {
+        Ok(p) => p,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    let mut process = std::process::Command::new(command);
+    process
+        .args(&spec.args)
+        .env_clear()
+        .envs(environment(spec))
+        .current_dir(&spec.workdir)
+        .stdin(Stdio::inherit())
+        .stderr(Stdio::from(stderr_write))
+        .process_group(0);
+    let stdout_read = match spec.stdout {
+        StdoutMode::Relay => {
+            let (read, write) = match pipe() {
+                Ok(p) => p,
+                Err(refused) => return Ok(Err(refused)),
+            };
+            process.stdout(Stdio::from(write));
+            Some(read)
+        }
+        StdoutMode::Direct => {
+            process.stdout(Stdio::inherit());
+            None
+        }
+    };
+    let apply = move || {
+        // SAFETY: integer arguments only.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+        rlimits.apply().map_err(std::io::Error::from)
+    };
+    // SAFETY: the closure calls only async-signal-safe functions (prctl, setrlimit).
+    unsafe { process.pre_exec(apply) };
+    let child = match process.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            return Ok(Err(Refused::new(format!(
+                "cannot start {}: {e}",
+                command.display()
+            ))));
+        }
+    };
+    let pid = Pid::from_raw(child.id() as i32);
+    // The runner reaps the process itself (waitpid on the pid): `Child` is not needed.
+    drop(child);
+    Ok(Ok(Running {
+        tier_requested: spec.tier,
+        tier: Tier::Process,
+        pid,
+        command: command.to_path_buf(),
+        started: begin,
+        start_us: begin.elapsed().as_micros() as u64,
+        isolation,
+        cgroups: Cgroups::default(),
+        stdout: stdout_read,
+        stderr: stderr_read,
+        status: None,
+        proxy: None,
+        root_dir: None,
+    }))
+}
+
+/// Turns a raw descriptor number given on the command line into an owned descriptor.
+pub fn adopt_fd(fd: i32) -> Result<OwnedFd, String> {
+    if nix::fcntl::fcntl(
+        // SAFETY: only used to query the flags of `fd`; an invalid one gives EBADF.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+        nix::fcntl::FcntlArg::F_GETFD,
+    )
+    .is_err()
+    {
+        return Err(format!("descriptor {fd} is not open"));
+    }
+    // SAFETY: the descriptor is open and, by the command line's contract, ours to own.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let _ = nix::fcntl::fcntl(
+        &owned,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
+    Ok(owned)
+}
