@@ -377,9 +377,10 @@ async fn a_hung_upstream_times_out_calls_and_is_restarted() {
     let mut client = connect(&gw.url()).await;
     let upstream = gw.gateway.registry.get("frozen").unwrap().clone();
     let pid = upstream.pid().expect("a running process");
-    // SIGSTOP: the process stays alive but answers nothing, like a server stuck in a loop.
-    let status = std::process::Command::new("kill")
-        .args(["-STOP", &pid.to_string()])
+    // SIGSTOP: the server stays alive but answers nothing, like a server stuck in a loop. The
+    // pid is the sandbox's init; the server is its child.
+    let status = std::process::Command::new("pkill")
+        .args(["-STOP", "-P", &pid.to_string()])
         .status()
         .unwrap();
     assert!(status.success());

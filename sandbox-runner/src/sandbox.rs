@@ -76,6 +76,8 @@ impl Drop for Running {
 }
 
 /// Finds the program: an absolute or relative path as given, else the first match in `PATH`.
+/// The path is returned as found, not with links resolved: an interpreter in a virtualenv
+/// finds its environment through the path it was started by.
 pub fn resolve_command(command: &str, path: &str, workdir: &Path) -> Result<PathBuf, String> {
     let candidate = if command.contains('/') {
         let path = Path::new(command);
@@ -91,16 +93,13 @@ pub fn resolve_command(command: &str, path: &str, workdir: &Path) -> Result<Path
             .find(|p| is_executable(p))
             .ok_or_else(|| format!("`{command}` was not found in PATH ({path})"))?
     };
-    let resolved = candidate
-        .canonicalize()
-        .map_err(|e| format!("`{}`: {e}", candidate.display()))?;
-    if !is_executable(&resolved) {
+    if !is_executable(&candidate) {
         return Err(format!(
             "`{}` is not an executable file",
-            resolved.display()
+            candidate.display()
         ));
     }
-    Ok(resolved)
+    Ok(candidate)
 }
 
 fn is_executable(path: &Path) -> bool {
@@ -137,11 +136,15 @@ pub fn start(spec: &LaunchSpec) -> Result<Running, Refused> {
     let begin = Instant::now();
     let path = spec.env.get("PATH").map_or(DEFAULT_PATH, String::as_str);
     let command = resolve_command(&spec.command, path, &spec.workdir).map_err(Refused::new)?;
+    // The allow-list is checked against the file itself, links resolved on both sides.
+    let real = command
+        .canonicalize()
+        .map_err(|e| Refused::new(format!("`{}`: {e}", command.display())))?;
     if !spec.allowed_commands.is_empty()
         && !spec
             .allowed_commands
             .iter()
-            .any(|allowed| allowed.canonicalize().is_ok_and(|a| a == command))
+            .any(|allowed| allowed.canonicalize().is_ok_and(|a| a == real))
     {
         return Err(Refused {
             message: format!("`{}` is not on the command allow-list", command.display()),
@@ -252,9 +255,14 @@ fn start_namespaces(spec: &LaunchSpec, command: &Path, begin: Instant) -> Attemp
         );
     }
     let mut read_only = spec.read_only.clone();
-    if !visible_in_sandbox(command, spec) {
-        // The program itself must be visible; only its file is added, read-only.
-        read_only.push(command.to_path_buf());
+    for program in [
+        command.to_path_buf(),
+        command.canonicalize().unwrap_or_default(),
+    ] {
+        if !program.as_os_str().is_empty() && !visible_in_sandbox(&program, spec) {
+            // The program itself must be visible; only its file is added, read-only.
+            read_only.push(program);
+        }
     }
     let Ok(root_dir) = make_root_dir() else {
         return Ok(Err(Refused::new(
@@ -453,15 +461,39 @@ fn kill_now(pid: Pid) {
     let _ = nix::sys::wait::waitpid(pid, None);
 }
 
-fn make_root_dir() -> std::io::Result<PathBuf> {
-    let base = std::env::var_os("XDG_RUNTIME_DIR")
+/// Prefix of the directories new roots are mounted on; the runner's pid follows.
+pub const ROOT_DIR_PREFIX: &str = "mcp-sandbox-root-";
+
+/// The base directory of new roots: `$XDG_RUNTIME_DIR`, else the temporary directory.
+pub fn root_dir_base() -> PathBuf {
+    std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)
         .filter(|p| p.is_dir())
-        .unwrap_or_else(std::env::temp_dir);
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+fn make_root_dir() -> std::io::Result<PathBuf> {
+    let base = root_dir_base();
+    // Directories of runners that were killed before they could remove theirs.
+    if let Ok(entries) = std::fs::read_dir(&base) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let owner = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(ROOT_DIR_PREFIX))
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|pid| pid.parse::<u32>().ok());
+            if let Some(pid) = owner
+                && !Path::new(&format!("/proc/{pid}")).exists()
+            {
+                let _ = std::fs::remove_dir(entry.path());
+            }
+        }
+    }
     let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
     let name: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let dir = base.join(format!("mcp-sandbox-root-{name}"));
+    let dir = base.join(format!("{ROOT_DIR_PREFIX}{}-{name}", std::process::id()));
     std::fs::create_dir(&dir)?;
     Ok(dir)
 }

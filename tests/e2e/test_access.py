@@ -46,6 +46,8 @@ permit(principal in Mcp::Group::"dev", action in Mcp::Action::"tools", resource 
 
 def write_config(tmp_path: Path, extra: str = "") -> Path:
     (tmp_path / "policy.cedar").write_text(POLICY)
+    notes_dir = tmp_path / "notes"
+    notes_dir.mkdir(exist_ok=True)
     config = tmp_path / "gateway.toml"
     config.write_text(
         f"""\
@@ -65,7 +67,10 @@ args = [{_toml_string(require(EVERYTHING))}, "stdio"]
 
 [servers.notes]
 command = {_toml_string(sys.executable)}
-args = [{_toml_string(NOTES_SERVER)}, {_toml_string(tmp_path / "notes.txt")}]
+args = [{_toml_string(NOTES_SERVER)}, {_toml_string(notes_dir / "notes.txt")}]
+# The notes file is in the server's working directory: the one host directory its sandbox
+# may write.
+cwd = {_toml_string(notes_dir)}
 """
     )
     return config
@@ -123,7 +128,7 @@ async def test_two_keys_in_different_groups_see_different_tools(access_gateway, 
 
 async def test_a_denied_call_never_reaches_the_upstream(access_gateway, client_mode: str) -> None:
     url, tmp_path, keys = access_gateway
-    notes = tmp_path / "notes.txt"
+    notes = tmp_path / "notes" / "notes.txt"
     async with client_with_key(url, keys["bob"], client_mode) as bob:
         with pytest.raises(MCPError) as denied:
             await bob.call_tool("notes__write_note", {"text": "from bob"})

@@ -23,6 +23,12 @@ fn check_err(text: &str, expected: Expect) {
 #[test]
 fn defaults_are_closed() {
     let config = Config::parse(Path::new("/etc/gw/gateway.toml"), "", &vars()).unwrap();
+    // Every stdio server runs sandboxed, with no fallback to a weaker tier.
+    assert_eq!(
+        config.sandbox.tier,
+        sandbox_runner::protocol::Tier::Namespaces
+    );
+    assert_eq!(config.sandbox.fallback, None);
     assert_eq!(config.listen.bind.to_string(), "127.0.0.1:8080");
     assert_eq!(config.listen.path, "/mcp");
     assert_eq!(
@@ -82,13 +88,37 @@ fn errors_name_file_line_and_key() {
     check_err(
         "\n[servers.demo]\ncomand = \"x\"\n",
         expect![
-            "/etc/gw/gateway.toml:3: unknown field `comand`, expected one of `command`, `args`, `env`, `cwd`, `url`, `transport`, `type`, `headers`, `bearer_token`, `sessions`, `call_timeout_secs`, `max_concurrent`, `enabled`, `verification`, `allow_single_hash`, `public_key`, `signed_tools`, `domain`"
+            "/etc/gw/gateway.toml:3: unknown field `comand`, expected one of `command`, `args`, `env`, `cwd`, `url`, `transport`, `type`, `headers`, `bearer_token`, `sessions`, `call_timeout_secs`, `max_concurrent`, `enabled`, `verification`, `allow_single_hash`, `public_key`, `signed_tools`, `sandbox`, `domain`"
         ],
     );
     check_err(
         "\n\n[servers.demo]\nurl = \"https://x\"\nbearer_token = \"${NOPE_NOT_SET_ANYWHERE}\"\n",
         expect![[
             r#"/etc/gw/gateway.toml:3: servers.demo.bearer_token: environment variable `NOPE_NOT_SET_ANYWHERE` is not set"#
+        ]],
+    );
+    check_err(
+        "[servers.demo]\ncommand = \"x\"\n[servers.demo.sandbox]\ntier = \"chroot\"\n",
+        expect![[
+            r#"/etc/gw/gateway.toml:1: servers.demo.sandbox.tier: unknown tier `chroot` (expected namespaces, gvisor or process)"#
+        ]],
+    );
+    check_err(
+        "[servers.demo]\ncommand = \"x\"\nsandbox = { allow_net = [\"example.com\"] }\n",
+        expect![[
+            r#"/etc/gw/gateway.toml:1: servers.demo.sandbox.allow_net: `example.com` is not a host:port endpoint"#
+        ]],
+    );
+    check_err(
+        "\n[sandbox]\nproduction = true\nfallback = \"process\"\n",
+        expect![[
+            r#"/etc/gw/gateway.toml:2: sandbox: the `process` tier isolates nothing and is refused with `production = true`"#
+        ]],
+    );
+    check_err(
+        "[sandbox.limits]\nmemory = \"lots\"\n",
+        expect![[
+            r#"/etc/gw/gateway.toml:1: sandbox.limits.memory: `lots` is not a size (like 512M or 1GiB)"#
         ]],
     );
     check_err(
