@@ -3,6 +3,12 @@
 //! surface) or to exhaust a resource is asserted, with a positive control beside each kind so
 //! that a probe that could never succeed does not pass by accident.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a panic in a test is a test failure"
+)]
+
 use std::io::Read;
 use std::net::{TcpListener, UdpSocket};
 use std::os::linux::net::SocketAddrExt;
