@@ -45,6 +45,34 @@ pub enum Refusal {
     SandboxUnavailable(String),
 }
 
+/// Whether a call the policy allows only in a sandbox (`@sandbox(...)`) can have one:
+/// `per-call` needs a stdio server (each call then gets a fresh sandbox); a tier name needs the
+/// server to be running in that tier. Otherwise the call is refused, never run less isolated.
+fn sandbox_satisfied(
+    conditions: &Conditions,
+    upstream: &crate::upstream::Upstream,
+) -> Result<(), Refusal> {
+    let Some(wanted) = &conditions.sandbox else {
+        return Ok(());
+    };
+    let stdio = matches!(
+        upstream.spec.transport,
+        crate::config::TransportSpec::Stdio(_)
+    );
+    let satisfied = match wanted.as_str() {
+        PER_CALL => stdio,
+        tier => stdio && upstream.tier() == tier,
+    };
+    if satisfied {
+        Ok(())
+    } else {
+        Err(Refusal::SandboxUnavailable(wanted.clone()))
+    }
+}
+
+/// `@sandbox("per-call")`: the call runs in a fresh sandbox of its own.
+pub const PER_CALL: &str = "per-call";
+
 impl Refusal {
     /// The one mapping of refusals to JSON-RPC errors. `unknown` is the error for a name that
     /// does not exist, which a hidden name must be indistinguishable from.
@@ -74,8 +102,9 @@ impl Refusal {
             ),
             Self::SandboxUnavailable(tier) => McpError::internal_error(
                 format!(
-                    "the policy allows this call only in a `{tier}` sandbox, which this gateway \
-                     cannot provide"
+                    "the policy allows this call only in a `{tier}` sandbox, which this server \
+                     does not run in (a remote server has none; a stdio server runs in the tier \
+                     its config names)"
                 ),
                 None,
             ),
@@ -263,6 +292,7 @@ impl Access {
         let definition = tool.tool();
         let target = Target::tool(name, &tool.upstream.name, tool.local, definition, trust);
         let conditions = self.decide(who, session, "tools/call", &target, arguments)?;
+        sandbox_satisfied(&conditions, tool.upstream)?;
         self.limit(
             who,
             "tools/call",
@@ -288,6 +318,10 @@ impl Access {
         arguments: &Arguments,
     ) -> Result<Conditions, Refusal> {
         let conditions = self.decide(who, session, action, target, arguments)?;
+        // Only tool calls can be given a sandbox of their own.
+        if let Some(tier) = &conditions.sandbox {
+            return Err(Refusal::SandboxUnavailable(tier.clone()));
+        }
         let name = match target {
             Target::Prompt { name, .. } => Some(*name),
             Target::Resource { .. } | Target::Tool { .. } => None,
@@ -342,11 +376,6 @@ impl Access {
                 "denied by policy"
             );
             return Err(Refusal::Hidden);
-        }
-        // No isolation tier exists yet (the sandbox issue), so a call the policy allows only
-        // in a sandbox is refused rather than run without one.
-        if let Some(tier) = &decision.conditions.sandbox {
-            return Err(Refusal::SandboxUnavailable(tier.clone()));
         }
         Ok(decision.conditions)
     }

@@ -688,12 +688,23 @@ impl GatewayHandler {
         let mut upstream_request = request;
         upstream_request.name = tool.local.to_owned().into();
         // A retry carrying the gateway's requestState continues a call admitted already.
+        let mut per_call = None;
         if gateway_state(&upstream_request.request_state).is_none() {
-            self.gateway
+            let conditions = self
+                .gateway
                 .access
                 .admit_call(who, &self.session_name(), name, tool, &arguments)
                 .await
                 .map_err(|refusal| refusal.into_error(|| Self::unknown_tool(name)))?;
+            if conditions.sandbox.as_deref() == Some(crate::access::PER_CALL) {
+                let hash = tool.trust().map(|t| t.hash.as_str()).unwrap_or_default();
+                per_call = Some(
+                    upstream
+                        .per_call(tool.local, hash)
+                        .await
+                        .map_err(|e| McpError::internal_error(e.to_string(), None))?,
+                );
+            }
         }
         upstream_request.arguments = arguments.into_request();
         if let Some(token) = gateway_state(&upstream_request.request_state) {
@@ -712,12 +723,33 @@ impl GatewayHandler {
                 _ => Err(unexpected("tools/call")),
             };
         }
+        let peer = per_call.as_ref().map(crate::upstream::PerCall::peer);
+        let result = self
+            .call_rounds(tool, upstream_request, peer, context)
+            .await;
+        if let Some(per_call) = per_call {
+            per_call.close().await;
+        }
+        result
+    }
+
+    /// Sends a call, and its rounds of input from a legacy client, to `peer` (a per-call
+    /// sandbox) or to the upstream's own connection.
+    async fn call_rounds(
+        &self,
+        tool: &crate::registry::ToolRef<'_>,
+        mut upstream_request: CallToolRequestParams,
+        peer: Option<rmcp::Peer<rmcp::RoleClient>>,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let upstream = tool.upstream;
         let legacy_client = !client_is_modern(context);
         for _round in 0..MAX_INPUT_ROUNDS {
-            let result = pipeline::dispatch(
+            let result = pipeline::dispatch_to(
                 &self.gateway.sessions,
                 self.session.id,
                 upstream,
+                peer.clone(),
                 ClientRequest::CallToolRequest(Request::new(upstream_request.clone())),
                 context,
             )

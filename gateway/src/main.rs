@@ -48,6 +48,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show what each sandbox tier can do on this host, the tier each stdio server asks for,
+    /// and, when the gateway of this config is running, its `/readyz`.
+    Status {
+        #[arg(long, short, default_value = "gateway.toml")]
+        config: PathBuf,
+    },
     /// Register the servers of a Claude Desktop / Cursor / VS Code `mcpServers` file in the database.
     ImportServers {
         /// The JSON file, unchanged.
@@ -399,6 +405,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             gateway.stop(STOP_LIMIT).await;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Status { config } => status(&config).await,
         Command::CheckConfig { config, json } => match Config::load(&config) {
             Ok(loaded) => {
                 if json {
@@ -1035,4 +1042,66 @@ async fn start(path: &std::path::Path) -> anyhow::Result<(Arc<Gateway>, Store)> 
         .await
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok((gateway, store))
+}
+
+/// `mcp-gateway status`: the sandbox tiers of this host, the tier of each stdio server, and the
+/// running gateway's `/readyz` when it answers.
+async fn status(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use gateway::upstream::launch::ProcessLauncher;
+    let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let launcher = RunnerLauncher::new(&config.sandbox, &config.storage.data_dir);
+    println!("sandbox tiers on this host:");
+    match launcher.probe().await {
+        Ok(report) => {
+            for tier in &report.tiers {
+                let state = if tier.available {
+                    "available"
+                } else {
+                    "unavailable"
+                };
+                println!("  {:<11} {state:<12} {}", tier.tier.as_str(), tier.detail);
+            }
+            println!("  cgroup controllers: {}", report.cgroups.join(", "));
+        }
+        Err(e) => println!("  cannot probe: {e}"),
+    }
+    println!("servers:");
+    for server in &config.servers {
+        match &server.transport {
+            config::TransportSpec::Stdio(spec) => {
+                let tier = spec.sandbox.tier.unwrap_or(config.sandbox.tier);
+                let fallback = spec
+                    .sandbox
+                    .fallback
+                    .or(config.sandbox.fallback)
+                    .map_or_else(|| "none".to_owned(), |t| t.to_string());
+                println!(
+                    "  {:<20} stdio  tier {tier} (fallback {fallback})",
+                    server.name
+                );
+            }
+            config::TransportSpec::Http(spec) => {
+                println!("  {:<20} remote {}", server.name, spec.url);
+            }
+        }
+    }
+    let url = format!("http://{}/readyz", config.listen.bind);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let answer = match reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .build()
+    {
+        Ok(client) => client.get(&url).send().await.ok(),
+        Err(_) => None,
+    };
+    match answer {
+        Some(response) => {
+            println!("running gateway ({url}, {}):", response.status());
+            for line in response.text().await.unwrap_or_default().lines() {
+                println!("  {line}");
+            }
+        }
+        None => println!("no gateway answers at {url}"),
+    }
+    Ok(ExitCode::SUCCESS)
 }

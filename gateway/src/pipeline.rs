@@ -54,8 +54,21 @@ pub async fn dispatch(
     request: ClientRequest,
     ctx: &RequestContext<RoleServer>,
 ) -> Result<ServerResult, McpError> {
+    dispatch_to(sessions, session, upstream, None, request, ctx).await
+}
+
+/// As [`dispatch`], to `peer` when one is given (a per-call sandbox's connection) instead of
+/// the upstream's own.
+pub async fn dispatch_to(
+    sessions: &Arc<Sessions>,
+    session: SessionId,
+    upstream: &Upstream,
+    peer: Option<rmcp::Peer<rmcp::RoleClient>>,
+    request: ClientRequest,
+    ctx: &RequestContext<RoleServer>,
+) -> Result<ServerResult, McpError> {
     let method = request.method().to_owned();
-    let result = match Call::start(sessions, session, upstream, request, ctx).await {
+    let result = match Call::start(sessions, session, upstream, peer, request, ctx).await {
         Ok(call) => drive(sessions, call, ctx).await,
         Err(e) => Err(e),
     };
@@ -266,6 +279,7 @@ impl Call {
         sessions: &Arc<Sessions>,
         session: SessionId,
         upstream: &Upstream,
+        peer: Option<rmcp::Peer<rmcp::RoleClient>>,
         request: ClientRequest,
         ctx: &RequestContext<RoleServer>,
     ) -> Result<Self, McpError> {
@@ -301,10 +315,13 @@ impl Call {
         let dedicated = ctx
             .protocol_version()
             .is_none_or(|v| v.as_str() < ProtocolVersion::V_2026_07_28.as_str());
-        let peer = upstream
-            .peer_for(session, dedicated)
-            .await
-            .map_err(upstream_error)?;
+        let peer = match peer {
+            Some(peer) => peer,
+            None => upstream
+                .peer_for(session, dedicated)
+                .await
+                .map_err(upstream_error)?,
+        };
         let method = request.method().to_owned();
         let (back_tx, back_rx) = mpsc::channel(BACK_CHANNEL_CAPACITY);
         let handle = peer

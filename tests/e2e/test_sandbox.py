@@ -177,3 +177,47 @@ async def test_a_memory_hog_and_a_fork_bomb_are_contained_while_others_are_serve
         assert forks < 64
         result = await bystander.call_tool("time__get_current_time", {"timezone": "UTC"})
         assert not result.is_error
+
+
+PER_CALL_POLICY = """
+@id("percall-sandboxed")
+@sandbox("per-call")
+permit(principal, action == Mcp::Action::"tools/call", resource in Mcp::Server::"percall");
+
+@id("everything-else")
+permit(principal, action, resource)
+unless { action == Mcp::Action::"tools/call" && resource in Mcp::Server::"percall" };
+"""
+
+
+async def test_a_policy_gives_each_call_a_fresh_sandbox(tmp_path: Path, gateway_log) -> None:
+    (tmp_path / "policy.cedar").write_text(PER_CALL_POLICY)
+    config = tmp_path / "gateway.toml"
+    script = _toml_string(UNRULY_SERVER)
+    config.write_text(
+        f"""\
+[storage]
+data_dir = {_toml_string(tmp_path / "data")}
+
+[auth]
+anonymous = true
+
+[policy]
+file = "policy.cedar"
+
+[servers.warm]
+command = {_toml_string(sys.executable)}
+args = [{script}]
+
+[servers.percall]
+command = {_toml_string(sys.executable)}
+args = [{script}]
+"""
+    )
+    with gateway_log("gateway.stderr") as log, serving(config, log) as url:
+        async with connected(url, "auto") as client:
+            warm = [text(await client.call_tool("warm__count", {})) for _ in range(3)]
+            fresh = [text(await client.call_tool("percall__count", {})) for _ in range(3)]
+    # The long-lived server counts on; each per-call sandbox is a new process.
+    assert warm == ["1", "2", "3"]
+    assert fresh == ["1", "1", "1"]

@@ -165,6 +165,22 @@ pub enum UpstreamError {
     },
 }
 
+/// A server started for one call, in a sandbox of its own; [`PerCall::close`] ends it.
+pub struct PerCall {
+    connection: Connection,
+}
+
+impl PerCall {
+    pub fn peer(&self) -> Peer<RoleClient> {
+        self.connection.peer().clone()
+    }
+
+    /// Ends the server: its stdin closes, and the sandbox and everything in it is gone.
+    pub async fn close(self) {
+        let _ = self.connection.cancel().await;
+    }
+}
+
 /// One registered upstream server.
 pub struct Upstream {
     pub spec: ServerSpec,
@@ -322,6 +338,16 @@ impl Upstream {
             }
             connections.remove(&session);
         }
+        let connection = self.open_connection().await?;
+        let peer = connection.peer().clone();
+        connections.insert(session, connection);
+        tracing::info!(server = %self.name, session, "opened a per-client upstream session");
+        Ok(peer)
+    }
+
+    /// A fresh connection that serves requests only (list changes are followed on the shared
+    /// connection): a new process, in a new sandbox, for a stdio server.
+    async fn open_connection(&self) -> Result<Connection, UpstreamError> {
         let cx = self
             .context
             .get()
@@ -329,7 +355,6 @@ impl Upstream {
                 server: self.spec.name.clone(),
                 state: "not started".to_owned(),
             })?;
-        // List changes are followed on the shared connection; this one only serves calls.
         let (list_changes, _) = mpsc::unbounded_channel();
         let handler = UpstreamClient {
             server: self.name.clone(),
@@ -347,10 +372,34 @@ impl Upstream {
                 server: self.spec.name.clone(),
                 state,
             })?;
-        let peer = connection.peer().clone();
-        connections.insert(session, connection);
-        tracing::info!(server = %self.name, session, "opened a per-client upstream session");
-        Ok(peer)
+        Ok(connection)
+    }
+
+    /// Starts a sandbox for one call of `tool` (`@sandbox("per-call")`): a new server process,
+    /// initialized, whose definition of `tool` must be the one verified on the warm connection
+    /// (`expected_hash`); anything else is refused before the call is sent.
+    pub async fn per_call(
+        &self,
+        tool: &str,
+        expected_hash: &str,
+    ) -> Result<PerCall, UpstreamError> {
+        let connection = self.open_connection().await?;
+        let tools = connection.peer().list_all_tools().await;
+        let definition = tools.ok().and_then(|tools| {
+            let tool = tools.into_iter().find(|t| t.name == tool)?;
+            let json = serde_json::to_string(&tool).ok()?;
+            verifier::definition_hash(&json).ok()
+        });
+        if definition.as_deref() != Some(expected_hash) || expected_hash.is_empty() {
+            let _ = connection.cancel().await;
+            return Err(UpstreamError::Unavailable {
+                server: self.spec.name.clone(),
+                state: format!(
+                    "the per-call sandbox's `{tool}` is not the verified definition; the call was not sent"
+                ),
+            });
+        }
+        Ok(PerCall { connection })
     }
 
     /// Closes the per-client connection of a session that ended (its process is killed).

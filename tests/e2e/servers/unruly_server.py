@@ -20,6 +20,16 @@ def echo(text: str) -> str:
     return text
 
 
+calls = 0
+
+
+def count() -> int:
+    """How many times this process was called: 1 every time in a per-call sandbox."""
+    global calls
+    calls += 1
+    return calls
+
+
 def crash() -> str:
     """Dies by SIGKILL in the middle of the call."""
     os.kill(os.getpid(), signal.SIGKILL)
@@ -65,7 +75,7 @@ def read(path: str) -> str:
         return f"refused: {error}"
 
 
-for tool in (echo, crash, hog, fork_bomb, connect, read):
+for tool in (echo, count, crash, hog, fork_bomb, connect, read):
     server.add_tool(tool)
 
 if __name__ == "__main__":

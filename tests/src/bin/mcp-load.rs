@@ -51,6 +51,9 @@ enum Command {
         /// Concurrency levels.
         #[arg(long, value_delimiter = ',', default_value = "1,32")]
         concurrency: Vec<usize>,
+        /// TOML appended to the gateway's config (a `[sandbox]` table, say).
+        #[arg(long, default_value = "")]
+        config_extra: String,
         /// Clients speak the 2026-07-28 era (stateless) instead of 2025-11-25 (sessions).
         #[arg(long)]
         modern: bool,
@@ -152,7 +155,8 @@ async fn main() -> anyhow::Result<()> {
             calls,
             concurrency,
             modern,
-        } => bench(&gateway, calls, &concurrency, modern).await,
+            config_extra,
+        } => bench(&gateway, calls, &concurrency, modern, &config_extra).await,
     }
 }
 
@@ -305,7 +309,13 @@ where
     Ok(().serve_with_lifecycle(transport, lifecycle).await?)
 }
 
-async fn bench(gateway: &Path, calls: usize, levels: &[usize], modern: bool) -> anyhow::Result<()> {
+async fn bench(
+    gateway: &Path,
+    calls: usize,
+    levels: &[usize],
+    modern: bool,
+    extra: &str,
+) -> anyhow::Result<()> {
     let me = std::env::current_exe()?;
     let work = std::env::temp_dir().join(format!("mcp-load-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
@@ -344,7 +354,7 @@ async fn bench(gateway: &Path, calls: usize, levels: &[usize], modern: bool) -> 
         std::fs::write(
             &config,
             format!(
-                "[storage]\ndata_dir = \"{}\"\n[auth]\nanonymous = true\n[servers.echo]\n{server}",
+                "[storage]\ndata_dir = \"{}\"\n[auth]\nanonymous = true\n[servers.echo]\n{server}\n{extra}\n",
                 work.join(upstream).display()
             ),
         )?;
