@@ -52,3 +52,15 @@ if ! command -v cargo-nextest >/dev/null 2>&1; then
     log "installing cargo-nextest"
     cargo install --locked --quiet cargo-nextest
 fi
+
+# gVisor's runsc, for the sandbox's `gvisor` tier (Debian's package; the ptrace platform needs
+# no virtualization). Only root can install it; elsewhere the gvisor cases are skipped and
+# scripts/test.sh says so.
+if [[ ! -x /usr/bin/runsc ]] && [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    log "installing runsc (gVisor) with apt"
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq runsc >/dev/null 2>&1; then
+        apt-get update -qq >/dev/null 2>&1 || true
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq runsc >/dev/null 2>&1 ||
+            log "could not install runsc; the gvisor tier will be skipped"
+    fi
+fi

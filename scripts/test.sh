@@ -30,6 +30,9 @@ step "building binaries"
 cargo build --workspace --bins --quiet
 
 step "Rust tests"
+if [[ ! -x /usr/bin/runsc ]]; then
+    skipped+=("sandbox gvisor-tier cases (runsc is not installed)")
+fi
 if [[ -z "${TEST_DATABASE_URL:-}" ]]; then
     skipped+=("Postgres tests (TEST_DATABASE_URL is not set)")
 fi

@@ -728,7 +728,9 @@ impl GatewayHandler {
             .call_rounds(tool, upstream_request, peer, context)
             .await;
         if let Some(per_call) = per_call {
-            per_call.close().await;
+            // The answer does not wait for the teardown; the sandbox's end is recorded when
+            // its runner reports it.
+            tokio::spawn(per_call.close());
         }
         result
     }

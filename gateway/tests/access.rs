@@ -427,3 +427,27 @@ async fn huge_and_deep_arguments_get_an_answer_and_the_gateway_keeps_serving() {
         "still here"
     );
 }
+
+#[tokio::test]
+async fn a_sandbox_condition_is_met_or_the_call_is_refused() {
+    let gw = gateway_with_policy("").await;
+    let ann = connect(&gw, &api_key(&gw, "ann", &["ops"]).await).await;
+    let file = gw.gateway.config.policy.file.clone().unwrap();
+    // The demo server runs in the namespaces tier: a call that must run under gVisor is
+    // refused, one that may run there goes through, and a per-call sandbox is a fresh server.
+    for (tier, allowed) in [("gvisor", false), ("namespaces", true), ("per-call", true)] {
+        std::fs::write(
+            &file,
+            format!("@id(\"ops\")\n@sandbox(\"{tier}\")\npermit(principal in Mcp::Group::\"ops\", action, resource);\n"),
+        )
+        .unwrap();
+        gw.gateway.access.policy.reload().unwrap();
+        let answer = call(&ann, "demo__echo", serde_json::json!({"text": tier})).await;
+        if allowed {
+            assert_eq!(answer.unwrap(), tier);
+        } else {
+            let error = answer.unwrap_err();
+            assert!(error.message.contains("`gvisor` sandbox"), "{error:?}");
+        }
+    }
+}

@@ -41,9 +41,13 @@ struct Hierarchy {
     controllers: Vec<String>,
     v2: bool,
     base: PathBuf,
+    /// The mount point (the hierarchy's root, as far as this mount shows it).
+    mount: Option<PathBuf>,
 }
 
-fn hierarchies() -> Vec<Hierarchy> {
+/// The mounted hierarchies with a controller the runner uses (`all`: every hierarchy, such as
+/// `devices` or `name=systemd`, where runsc also makes cgroups).
+fn hierarchies(all: bool) -> Vec<Hierarchy> {
     let Ok(mountinfo) = fs::read_to_string("/proc/self/mountinfo") else {
         return Vec::new();
     };
@@ -68,11 +72,12 @@ fn hierarchies() -> Vec<Hierarchy> {
                 super_opts
                     .split(',')
                     .filter(|o| {
-                        matches!(
+                        all || matches!(
                             *o,
                             "memory" | "pids" | "cpu" | "cpuacct" | "freezer" | "cpuset"
                         )
                     })
+                    .filter(|o| !matches!(*o, "rw" | "ro" | "relatime" | "noatime"))
                     .map(str::to_owned)
                     .collect(),
             ),
@@ -101,6 +106,7 @@ fn hierarchies() -> Vec<Hierarchy> {
             controllers,
             v2,
             base: Path::new(mount_point).join(relative),
+            mount: Some(PathBuf::from(mount_point)),
         });
     }
     found
@@ -136,6 +142,28 @@ fn random_suffix() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Removes the (empty) cgroup `name` at the top of every hierarchy and beside the runner's own.
+pub fn remove_named(name: &str) {
+    for hierarchy in hierarchies(true) {
+        let mut places = vec![hierarchy.base.join(name)];
+        if let Some(root) = hierarchy.mount.as_deref() {
+            places.push(root.join(name));
+        }
+        for place in places {
+            let _ = fs::remove_dir(place);
+        }
+    }
+}
+
+/// Removes the cgroups runsc left for sandboxes of runners that are gone, in every hierarchy.
+pub fn sweep_all() {
+    for hierarchy in hierarchies(true) {
+        if let Some(root) = hierarchy.mount.as_deref() {
+            sweep(root);
+        }
+    }
+}
+
 /// Removes the cgroups of runners that are gone (a runner killed with SIGKILL cannot clean up).
 fn sweep(parent: &Path) {
     let Ok(entries) = fs::read_dir(parent) else {
@@ -143,7 +171,12 @@ fn sweep(parent: &Path) {
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(PREFIX)) else {
+        // `mcp-sandbox-PID-...`, or runsc's `mcp-sandbox-root-PID-...`.
+        let Some(rest) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(PREFIX))
+            .map(|r| r.trim_start_matches("root-"))
+        else {
             continue;
         };
         let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
@@ -161,8 +194,13 @@ impl Cgroups {
     pub fn create(limits: &Limits) -> Self {
         let name = format!("{PREFIX}{}-{}", std::process::id(), random_suffix());
         let mut cgroups = Cgroups::default();
-        for hierarchy in hierarchies() {
+        for hierarchy in hierarchies(false) {
             sweep(&hierarchy.base);
+            if let Some(root) = hierarchy.mount.as_deref()
+                && root != hierarchy.base
+            {
+                sweep(root);
+            }
             let path = hierarchy.base.join(&name);
             if fs::create_dir(&path).is_err() {
                 continue;

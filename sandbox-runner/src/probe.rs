@@ -41,10 +41,17 @@ pub fn probe() -> Report {
             detail,
         },
     };
-    let gvisor = TierReport {
-        tier: Tier::Gvisor,
-        available: false,
-        detail: crate::gvisor::unavailable_reason(),
+    let gvisor = match probe_gvisor() {
+        Ok(detail) => TierReport {
+            tier: Tier::Gvisor,
+            available: true,
+            detail,
+        },
+        Err(detail) => TierReport {
+            tier: Tier::Gvisor,
+            available: false,
+            detail,
+        },
     };
     let process = TierReport {
         tier: Tier::Process,
@@ -59,13 +66,32 @@ pub fn probe() -> Report {
     }
 }
 
-fn probe_namespaces() -> Result<String, String> {
-    let spec = LaunchSpec {
+/// Runs `true` in a gVisor sandbox: runsc being installed is not enough to trust the tier.
+fn probe_gvisor() -> Result<String, String> {
+    if let Some(reason) = crate::gvisor::unavailable_reason() {
+        return Err(reason);
+    }
+    let began = std::time::Instant::now();
+    let running = crate::sandbox::start(&true_spec(Tier::Gvisor)).map_err(|r| r.message)?;
+    let status = nix::sys::wait::waitpid(running.pid, None).map_err(|e| e.to_string())?;
+    match status {
+        nix::sys::wait::WaitStatus::Exited(_, 0) => Ok(format!(
+            "runsc (ptrace platform, network none); a sandbox running `true` took {} ms",
+            began.elapsed().as_millis()
+        )),
+        other => Err(format!(
+            "a test sandbox running `true` ended with {other:?}"
+        )),
+    }
+}
+
+fn true_spec(tier: Tier) -> LaunchSpec {
+    LaunchSpec {
         command: "true".into(),
         args: Vec::new(),
         env: Default::default(),
         workdir: std::env::temp_dir(),
-        tier: Tier::Namespaces,
+        tier,
         fallback: None,
         limits: Limits::default(),
         allow_net: Vec::new(),
@@ -74,7 +100,11 @@ fn probe_namespaces() -> Result<String, String> {
         allowed_commands: Vec::new(),
         production: false,
         stdout: StdoutMode::Direct,
-    };
+    }
+}
+
+fn probe_namespaces() -> Result<String, String> {
+    let spec = true_spec(Tier::Namespaces);
     let mut running = crate::sandbox::start(&spec).map_err(|r| r.message)?;
     let _ = nix::sys::wait::waitpid(running.pid, None);
     let mut status = String::new();

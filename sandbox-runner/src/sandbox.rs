@@ -65,10 +65,13 @@ pub struct Running {
     pub proxy: Option<OwnedFd>,
     /// The directory the sandbox's root was mounted on (removed at the end).
     pub root_dir: Option<PathBuf>,
+    /// The OCI bundle of a `gvisor` sandbox (deleted at the end, before `root_dir`).
+    pub bundle: Option<crate::gvisor::Bundle>,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
+        drop(self.bundle.take());
         if let Some(dir) = &self.root_dir {
             let _ = std::fs::remove_dir(dir);
         }
@@ -168,7 +171,7 @@ pub fn start(spec: &LaunchSpec) -> Result<Running, Refused> {
         let attempt = match tier {
             Tier::Namespaces => start_namespaces(spec, &command, begin),
             Tier::Process => start_process(spec, &command, begin),
-            Tier::Gvisor => Err(Unavailable(crate::gvisor::unavailable_reason())),
+            Tier::Gvisor => start_gvisor(spec, &command, begin),
         };
         match attempt {
             Ok(Ok(mut running)) => {
@@ -202,9 +205,27 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), Refused> {
     pipe2(OFlag::O_CLOEXEC).map_err(|e| Refused::new(format!("pipe: {e}")))
 }
 
+/// How long the sandbox may take from `clone` to the program's `execve`.
+const START_LIMIT_MS: u16 = 30_000;
+
 /// Reads what the program's process wrote before `execve` failed; empty when `execve` worked.
+/// A sandbox that neither execs nor fails within [`START_LIMIT_MS`] is reported as failed.
 fn read_exec_error(fd: OwnedFd) -> String {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     use std::io::Read;
+    let ready = {
+        let mut fds = [PollFd::new(
+            std::os::fd::AsFd::as_fd(&fd),
+            PollFlags::POLLIN,
+        )];
+        poll(&mut fds, PollTimeout::from(START_LIMIT_MS))
+    };
+    if ready == Ok(0) {
+        return format!(
+            "the sandbox did not start within {} s",
+            START_LIMIT_MS / 1000
+        );
+    }
     let mut message = String::new();
     let _ = std::fs::File::from(fd).read_to_string(&mut message);
     message
@@ -399,6 +420,7 @@ fn start_namespaces(spec: &LaunchSpec, command: &Path, begin: Instant) -> Attemp
         status: Some(status_read),
         proxy: proxy_runner,
         root_dir: Some(root_dir),
+        bundle: None,
     };
     if let Err(e) = namespaces::write_id_maps(pid) {
         kill_now(pid);
@@ -498,6 +520,138 @@ fn make_root_dir() -> std::io::Result<PathBuf> {
     Ok(dir)
 }
 
+fn start_gvisor(spec: &LaunchSpec, command: &Path, begin: Instant) -> Attempt {
+    if let Some(reason) = crate::gvisor::unavailable_reason() {
+        return Err(Unavailable(reason));
+    }
+    if !spec.allow_net.is_empty() {
+        return Ok(Err(Refused::new(
+            "the gvisor tier has no network at all: its proxy is not built yet, so `allow_net` \
+             needs the namespaces tier",
+        )));
+    }
+    let mut read_only = spec.read_only.clone();
+    for program in [
+        command.to_path_buf(),
+        command.canonicalize().unwrap_or_default(),
+    ] {
+        if !program.as_os_str().is_empty() && !visible_in_sandbox(&program, spec) {
+            read_only.push(program);
+        }
+    }
+    let Ok(dir) = make_root_dir() else {
+        return Ok(Err(Refused::new(
+            "cannot create the sandbox's bundle directory",
+        )));
+    };
+    let env = environment(spec);
+    let bundle = match crate::gvisor::write_bundle(
+        &dir,
+        spec,
+        command,
+        &read_only,
+        &env,
+        confine::DENIED_SYSCALL_NAMES,
+    ) {
+        Ok(bundle) => bundle,
+        Err(e) => {
+            let _ = std::fs::remove_dir(&dir);
+            return Ok(Err(Refused::new(format!("writing the OCI bundle: {e}"))));
+        }
+    };
+    let limits = &spec.limits;
+    let mut isolation = Isolation {
+        namespaces: ["pid", "net", "ipc", "uts", "mount"]
+            .iter()
+            .map(|n| format!("{n} (gVisor)"))
+            .collect(),
+        landlock_abi: None,
+        seccomp: true,
+        no_new_privs: true,
+        capabilities_dropped: true,
+        limits: Vec::new(),
+        notes: vec![
+            "system calls are served by gVisor's user-space kernel (ptrace platform)".into(),
+            "start_us counts to runsc's exec; the sandbox boots after it".into(),
+        ],
+    };
+    for (set, name) in [
+        (limits.memory_bytes.is_some(), "memory"),
+        (limits.pids.is_some(), "pids"),
+        (limits.cpus.is_some(), "cpus"),
+    ] {
+        if set {
+            isolation
+                .limits
+                .push(format!("{name}: runsc (OCI resources)"));
+        }
+    }
+    if limits.pids.is_some() {
+        isolation.notes.push(format!(
+            "the pids limit counts gVisor's own threads too: {} are added to it",
+            crate::gvisor::GVISOR_THREADS
+        ));
+    }
+    if limits.cpu_seconds.is_some() {
+        isolation
+            .notes
+            .push("cpu_seconds is not enforced in the gvisor tier".into());
+    }
+    let (stderr_read, stderr_write) = match pipe() {
+        Ok(p) => p,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    let mut process = bundle.command();
+    process
+        .env_clear()
+        .stdin(Stdio::inherit())
+        .stderr(Stdio::from(stderr_write))
+        .process_group(0);
+    let stdout_read = match spec.stdout {
+        StdoutMode::Relay => {
+            let (read, write) = match pipe() {
+                Ok(p) => p,
+                Err(refused) => return Ok(Err(refused)),
+            };
+            process.stdout(Stdio::from(write));
+            Some(read)
+        }
+        StdoutMode::Direct => {
+            process.stdout(Stdio::inherit());
+            None
+        }
+    };
+    let die_with_runner = || {
+        // SAFETY: integer arguments only.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+        Ok(())
+    };
+    // SAFETY: the closure calls only prctl, which is async-signal-safe.
+    unsafe { process.pre_exec(die_with_runner) };
+    let child = match process.spawn() {
+        Ok(child) => child,
+        Err(e) => return Ok(Err(Refused::new(format!("cannot start runsc: {e}")))),
+    };
+    let pid = Pid::from_raw(child.id() as i32);
+    drop(child);
+    Ok(Ok(Running {
+        tier_requested: spec.tier,
+        tier: Tier::Gvisor,
+        pid,
+        command: command.to_path_buf(),
+        started: begin,
+        start_us: begin.elapsed().as_micros() as u64,
+        isolation,
+        cgroups: Cgroups::default(),
+        stdout: stdout_read,
+        stderr: stderr_read,
+        status: None,
+        proxy: None,
+        root_dir: Some(dir),
+        bundle: Some(bundle),
+    }))
+}
+
 fn start_process(spec: &LaunchSpec, command: &Path, begin: Instant) -> Attempt {
     let limits = &spec.limits;
     let rlimits = Rlimits {
@@ -579,6 +733,7 @@ fn start_process(spec: &LaunchSpec, command: &Path, begin: Instant) -> Attempt {
         status: None,
         proxy: None,
         root_dir: None,
+        bundle: None,
     }))
 }
 

@@ -320,7 +320,7 @@ pub async fn supervise(
         }
     };
     let wall_ms = started.elapsed().as_millis() as u64;
-    if running.tier == Tier::Process {
+    if matches!(running.tier, Tier::Process | Tier::Gvisor) {
         // Whatever the program left in its process group goes with it.
         let _ = killpg(pid, Signal::SIGKILL);
     }
@@ -426,7 +426,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// Asks the program to end: SIGTERM (the init forwards it), SIGKILL after the grace period.
 fn terminate(running: &Running, grace: Duration) -> Instant {
     match running.tier {
-        Tier::Process => {
+        Tier::Process | Tier::Gvisor => {
             let _ = killpg(running.pid, Signal::SIGTERM);
         }
         _ => {
@@ -439,7 +439,7 @@ fn terminate(running: &Running, grace: Duration) -> Instant {
 /// Ends the sandbox now: killing the init ends its pid namespace, and every process in it.
 fn kill_now(running: &Running) {
     match running.tier {
-        Tier::Process => {
+        Tier::Process | Tier::Gvisor => {
             let _ = killpg(running.pid, Signal::SIGKILL);
         }
         _ => {

@@ -99,6 +99,18 @@ fn run(workdir: &Path, case: &[&str]) -> Run {
     run_in("namespaces", workdir, &[], case)
 }
 
+/// The isolating tiers this host has: `namespaces`, and `gvisor` where runsc is installed
+/// (`scripts/install-test-deps.sh` installs it, and `scripts/test.sh` says when it could not).
+fn tiers() -> Vec<&'static str> {
+    let mut tiers = vec!["namespaces"];
+    if Path::new("/usr/bin/runsc").exists() {
+        tiers.push("gvisor");
+    } else {
+        eprintln!("runsc is not installed: the gvisor tier is not tested");
+    }
+    tiers
+}
+
 fn workdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
 }
@@ -141,27 +153,24 @@ fn the_host_network_is_unreachable() {
         .output()
         .expect("probe runs");
     assert!(String::from_utf8_lossy(&direct.stdout).contains("\"ok\":true"));
-    assert!(
-        !run(dir.path(), &["tcp", &loopback]).ok(),
-        "TCP to loopback"
-    );
-    if let Some(address) = host_address() {
-        let external = format!("{address}:{port}");
+    for tier in tiers() {
+        let run = |case: &[&str]| run_in(tier, dir.path(), &[], case);
+        assert!(!run(&["tcp", &loopback]).ok(), "{tier}: TCP to loopback");
+        if let Some(address) = host_address() {
+            let external = format!("{address}:{port}");
+            assert!(!run(&["tcp", &external]).ok(), "{tier}: TCP to {external}");
+        }
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("udp bind");
+        udp.set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        let target = udp.local_addr().expect("addr").to_string();
+        let _ = run(&["udp", &target]);
+        let mut buf = [0u8; 64];
         assert!(
-            !run(dir.path(), &["tcp", &external]).ok(),
-            "TCP to {external}"
+            udp.recv_from(&mut buf).is_err(),
+            "{tier}: a datagram from the sandbox reached the host"
         );
     }
-    let udp = UdpSocket::bind("127.0.0.1:0").expect("udp bind");
-    udp.set_read_timeout(Some(Duration::from_millis(300)))
-        .expect("timeout");
-    let target = udp.local_addr().expect("addr").to_string();
-    let _ = run(dir.path(), &["udp", &target]);
-    let mut buf = [0u8; 64];
-    assert!(
-        udp.recv_from(&mut buf).is_err(),
-        "a datagram from the sandbox reached the host"
-    );
 }
 
 /// The machine's first non-loopback IPv4 address, if it has one.
@@ -188,81 +197,118 @@ fn host_unix_sockets_are_unreachable() {
         .output()
         .expect("probe runs");
     assert!(String::from_utf8_lossy(&direct.stdout).contains("\"ok\":true"));
-    assert!(!run(dir.path(), &["unix-abstract", &name]).ok());
-    assert!(!run(dir.path(), &["unix-path", &path.display().to_string()]).ok());
+    for tier in tiers() {
+        let run = |case: &[&str]| run_in(tier, dir.path(), &[], case);
+        assert!(!run(&["unix-abstract", &name]).ok(), "{tier}");
+        assert!(
+            !run(&["unix-path", &path.display().to_string()]).ok(),
+            "{tier}"
+        );
+    }
 }
 
 #[test]
 fn only_the_working_directory_is_writable_and_host_files_are_hidden() {
-    let dir = workdir();
-    let outside = workdir();
-    // Positive controls: the working directory is readable and writable.
-    let inside_file = dir.path().join("made-inside");
-    assert!(run(dir.path(), &["write", &inside_file.display().to_string()]).ok());
-    assert_eq!(
-        std::fs::read_to_string(&inside_file).expect("written"),
-        "probe\n"
-    );
-    assert!(run(dir.path(), &["read", &inside_file.display().to_string()]).ok());
+    for tier in tiers() {
+        let dir = workdir();
+        let outside = workdir();
+        let run = |case: &[&str]| run_in(tier, dir.path(), &[], case);
+        // Positive controls: the working directory is readable and writable.
+        let inside_file = dir.path().join("made-inside");
+        assert!(
+            run(&["write", &inside_file.display().to_string()]).ok(),
+            "{tier}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&inside_file).expect("written"),
+            "probe\n"
+        );
+        assert!(
+            run(&["read", &inside_file.display().to_string()]).ok(),
+            "{tier}"
+        );
 
-    let escaped = outside.path().join("escaped");
-    assert!(!run(dir.path(), &["write", &escaped.display().to_string()]).ok());
-    assert!(!escaped.exists());
-    // The probe's own binary is visible read-only, and cannot be replaced.
-    assert!(!run(dir.path(), &["write", &probe().display().to_string()]).ok());
-    assert!(!run(dir.path(), &["write", "/etc/passwd"]).ok());
-    assert!(!run(dir.path(), &["write", "/usr/escaped"]).ok());
+        // Beside the working directory is the sandbox's private /tmp: a write may land there,
+        // and never on the host.
+        let escaped = outside.path().join("escaped");
+        let _ = run(&["write", &escaped.display().to_string()]);
+        assert!(!escaped.exists(), "{tier}");
+        // The probe's own binary is visible read-only, and cannot be replaced.
+        assert!(
+            !run(&["write", &probe().display().to_string()]).ok(),
+            "{tier}"
+        );
+        assert!(!run(&["write", "/etc/passwd"]).ok(), "{tier}");
+        assert!(!run(&["write", "/usr/escaped"]).ok(), "{tier}");
 
-    assert!(!run(dir.path(), &["read", "/etc/shadow"]).ok());
-    let public = outside.path().join("world-readable");
-    std::fs::write(&public, "host data").expect("write");
-    assert!(!run(dir.path(), &["read", &public.display().to_string()]).ok());
+        assert!(!run(&["read", "/etc/shadow"]).ok(), "{tier}");
+        let public = outside.path().join("world-readable");
+        std::fs::write(&public, "host data").expect("write");
+        assert!(
+            !run(&["read", &public.display().to_string()]).ok(),
+            "{tier}"
+        );
+    }
 }
 
 #[test]
 fn host_processes_are_invisible_and_unsignallable() {
     let dir = workdir();
-    let me = std::process::id().to_string();
-    let seen = run(dir.path(), &["see-pid", &me]);
-    assert!(!seen.ok());
-    let pids = seen.probe.as_ref().expect("probe")["pids"]
-        .as_array()
-        .expect("pids")
-        .clone();
-    assert!(
-        pids.len() < 10,
-        "the sandbox should see only its own processes: {pids:?}"
-    );
-    assert!(!run(dir.path(), &["kill", &me]).ok());
-    assert!(!run(dir.path(), &["ptrace-pid", &me]).ok());
+    let me: u64 = std::process::id().into();
+    for tier in tiers() {
+        let run = |case: &[&str]| run_in(tier, dir.path(), &[], case);
+        let seen = run(&["see-pid", &me.to_string()]);
+        let pids = seen.probe.as_ref().expect("probe")["pids"]
+            .as_array()
+            .expect("pids")
+            .clone();
+        assert!(
+            pids.len() < 10,
+            "{tier}: the sandbox should see only its own processes: {pids:?}"
+        );
+        // A small pid may name a process of the sandbox itself; the test's is never in it.
+        if !pids.iter().any(|p| p.as_u64() == Some(me)) {
+            assert!(!seen.ok(), "{tier}");
+            assert!(!run(&["kill", &me.to_string()]).ok(), "{tier}");
+            assert!(!run(&["ptrace-pid", &me.to_string()]).ok(), "{tier}");
+        }
+    }
 }
 
 #[test]
 fn kernel_surface_is_closed() {
     let dir = workdir();
-    for case in [
-        &["userns"][..],
-        &["mount", "/tmp"],
-        &["io-uring"],
-        &["ptrace"],
-    ] {
-        let run = run(dir.path(), case);
-        assert!(!run.ok(), "{case:?}: {:?}", run.probe);
+    for tier in tiers() {
+        for case in [
+            &["userns"][..],
+            &["mount", "/tmp"],
+            &["io-uring"],
+            &["ptrace"],
+        ] {
+            let run = run_in(tier, dir.path(), &[], case);
+            assert!(!run.ok(), "{tier} {case:?}: {:?}", run.probe);
+        }
     }
 }
 
 #[test]
 fn the_host_environment_and_hostname_do_not_leak_in() {
     let dir = workdir();
-    let env = run(dir.path(), &["env"]);
-    let vars = env.probe.as_ref().expect("probe")["env"].clone();
-    assert!(vars.get("MCP_ESCAPE_SECRET").is_none(), "{vars}");
-    assert!(vars.get("HOME").is_none(), "{vars}");
-    let host = nix_hostname();
-    let named = run(dir.path(), &["hostname"]);
-    let inside = named.probe.as_ref().expect("probe")["hostname"].clone();
-    assert_eq!(inside, "mcp-sandbox");
-    assert_ne!(inside, host.as_str());
+    for tier in tiers() {
+        let env = run_in(tier, dir.path(), &[], &["env"]);
+        let vars = env.probe.as_ref().expect("probe")["env"].clone();
+        assert!(vars.get("MCP_ESCAPE_SECRET").is_none(), "{tier}: {vars}");
+        let host_home = std::env::var("HOME").unwrap_or_default();
+        assert_ne!(
+            vars.get("HOME").and_then(|h| h.as_str()),
+            Some(host_home.as_str()),
+            "{tier}: {vars}"
+        );
+        let named = run_in(tier, dir.path(), &[], &["hostname"]);
+        let inside = named.probe.as_ref().expect("probe")["hostname"].clone();
+        assert_eq!(inside, "mcp-sandbox", "{tier}");
+        assert_ne!(inside, nix_hostname().as_str());
+    }
 }
 
 fn nix_hostname() -> String {
@@ -514,6 +560,7 @@ fn the_process_tier_says_it_isolates_nothing_and_production_refuses_it() {
 fn a_missing_tier_fails_closed_unless_a_fallback_is_named() {
     let dir = workdir();
     if Path::new("/usr/bin/runsc").exists() {
+        eprintln!("runsc is installed: the missing-tier case needs a host without it");
         return;
     }
     let refused = run_in("gvisor", dir.path(), &[], &["exit", "0"]);
@@ -535,6 +582,60 @@ fn a_missing_tier_fails_closed_unless_a_fallback_is_named() {
             .to_string()
             .contains("fallback")
     );
+}
+
+#[test]
+fn gvisor_contains_a_fork_bomb_a_memory_hog_and_a_process_ignoring_sigterm() {
+    if !tiers().contains(&"gvisor") {
+        return;
+    }
+    let dir = workdir();
+    // Under gVisor the pids limit counts gVisor's own threads: a bomb ends the sandbox.
+    let bomb = run_in(
+        "gvisor",
+        dir.path(),
+        &[
+            "--pids",
+            "32",
+            "--wall-secs",
+            "10",
+            "--kill-grace-ms",
+            "100",
+        ],
+        &["fork-bomb"],
+    );
+    let exited = bomb.event("exited").expect("exited");
+    assert_ne!(exited["code"], 0, "{exited}");
+    let hog = run_in(
+        "gvisor",
+        dir.path(),
+        &["--memory", "64M", "--wall-secs", "20"],
+        &["mem-hog"],
+    );
+    assert!(hog.event("timed_out").is_none(), "{:#?}", hog.events);
+    let exited = hog.event("exited").expect("exited");
+    assert_ne!(exited["code"], 0, "{exited}");
+    let stubborn = run_in(
+        "gvisor",
+        dir.path(),
+        &["--wall-secs", "1", "--kill-grace-ms", "200"],
+        &["ignore-term"],
+    );
+    assert!(stubborn.event("timed_out").is_some());
+    assert!(stubborn.event("exited").is_some());
+    // No runsc of a finished runner is left (others' runners may be running).
+    let orphans: Vec<PathBuf> = std::fs::read_dir("/proc")
+        .expect("proc")
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("cmdline")).ok())
+        .filter(|c| c.starts_with("/usr/bin/runsc"))
+        .filter_map(|c| {
+            let start = c.find("mcp-sandbox-root-")?;
+            let name = c[start..].split(['/', '\0']).next()?.to_owned();
+            Some(std::env::temp_dir().join(name))
+        })
+        .collect();
+    assert_eq!(leaked(&orphans), Vec::<PathBuf>::new());
 }
 
 #[test]

@@ -57,7 +57,8 @@ pub struct PolicyError {
 /// policies that decided it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Conditions {
-    /// `@sandbox("per-call")`: run the call in a fresh sandbox (the sandbox issue acts on it).
+    /// `@sandbox("per-call")`: run the call in a fresh sandbox; `@sandbox("gvisor")`: only on a
+    /// server running in that tier.
     pub sandbox: Option<String>,
     /// `@redact("a.b c")`: argument paths to redact in the audit record.
     pub redact: Vec<String>,
