@@ -442,6 +442,12 @@ fn start_namespaces(spec: &LaunchSpec, command: &Path, begin: Instant) -> Attemp
     drop(go_write);
     let message = read_exec_error(error_read);
     running.start_us = begin.elapsed().as_micros() as u64;
+    // The root was mounted on this directory inside the sandbox's own mount namespace, and
+    // the sandbox has left it (pivot_root): the host's empty directory can go now, so that a
+    // runner killed later leaves nothing behind.
+    if let Some(dir) = running.root_dir.take() {
+        let _ = std::fs::remove_dir(dir);
+    }
     if !message.is_empty() {
         kill_now(pid);
         return Ok(Err(Refused::new(format!(
@@ -486,6 +492,22 @@ fn kill_now(pid: Pid) {
 /// Prefix of the directories new roots are mounted on; the runner's pid follows.
 pub const ROOT_DIR_PREFIX: &str = "mcp-sandbox-root-";
 
+/// Removes the directory of a dead runner: empty (a namespaces root), or a gVisor bundle, which
+/// is removed whole only when nothing is mounted under it.
+fn remove_stale(dir: &Path) {
+    if std::fs::remove_dir(dir).is_ok() || !dir.join("config.json").is_file() {
+        return;
+    }
+    let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .any(|point| Path::new(point).starts_with(dir));
+    if !mounted {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 /// The base directory of new roots: `$XDG_RUNTIME_DIR`, else the temporary directory.
 pub fn root_dir_base() -> PathBuf {
     std::env::var_os("XDG_RUNTIME_DIR")
@@ -508,7 +530,7 @@ fn make_root_dir() -> std::io::Result<PathBuf> {
             if let Some(pid) = owner
                 && !Path::new(&format!("/proc/{pid}")).exists()
             {
-                let _ = std::fs::remove_dir(entry.path());
+                remove_stale(&entry.path());
             }
         }
     }

@@ -273,11 +273,12 @@ impl ProcessLauncher for RunnerLauncher {
                 .runner
                 .as_ref()
                 .ok_or("the `sandbox-runner` binary was not found")?;
+            // Not killed if the gateway stops first: a probe cut short would leave its test
+            // sandboxes for the next runner to sweep.
             let output = tokio::process::Command::new(runner)
                 .arg("probe")
                 .env_clear()
                 .stdin(Stdio::null())
-                .kill_on_drop(true)
                 .output()
                 .await
                 .map_err(|e| format!("cannot run {}: {e}", runner.display()))?;
