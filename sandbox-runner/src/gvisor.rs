@@ -33,17 +33,7 @@ pub fn unavailable_reason() -> Option<String> {
 /// Threads of gVisor itself (sentry and gofer) counted against a pids limit.
 pub const GVISOR_THREADS: u64 = 128;
 
-const SYSTEM_DIRS: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/opt"];
-const ETC_ENTRIES: &[&str] = &[
-    "ld.so.cache",
-    "ld.so.conf",
-    "ld.so.conf.d",
-    "ssl",
-    "ca-certificates",
-    "alternatives",
-    "nsswitch.conf",
-    "localtime",
-];
+use crate::namespaces::{ETC_ENTRIES, SYSTEM_DIRS};
 
 /// A written bundle, removed (with runsc's state of it) when dropped.
 #[derive(Debug)]

@@ -26,33 +26,21 @@ pub struct TierReport {
     pub detail: String,
 }
 
+fn report(tier: Tier, result: Result<String, String>) -> TierReport {
+    let available = result.is_ok();
+    let detail = result.unwrap_or_else(|reason| reason);
+    TierReport {
+        tier,
+        available,
+        detail,
+    }
+}
+
 /// Probes every tier. The `namespaces` tier is probed by starting a real sandbox running
 /// `true`, so a host that would fail at any step (namespaces, mounts, Landlock, seccomp) says so.
 pub fn probe() -> Report {
-    let namespaces = match probe_namespaces() {
-        Ok(detail) => TierReport {
-            tier: Tier::Namespaces,
-            available: true,
-            detail,
-        },
-        Err(detail) => TierReport {
-            tier: Tier::Namespaces,
-            available: false,
-            detail,
-        },
-    };
-    let gvisor = match probe_gvisor() {
-        Ok(detail) => TierReport {
-            tier: Tier::Gvisor,
-            available: true,
-            detail,
-        },
-        Err(detail) => TierReport {
-            tier: Tier::Gvisor,
-            available: false,
-            detail,
-        },
-    };
+    let namespaces = report(Tier::Namespaces, probe_namespaces());
+    let gvisor = report(Tier::Gvisor, probe_gvisor());
     let process = TierReport {
         tier: Tier::Process,
         available: true,

@@ -239,6 +239,67 @@ fn visible_in_sandbox(path: &Path, spec: &LaunchSpec) -> bool {
         || spec.writable.iter().any(|p| path.starts_with(p))
 }
 
+/// The spec's read-only paths, and the program itself (as named and with links resolved) where
+/// nothing else makes it visible: only its file is added.
+fn read_only_paths(spec: &LaunchSpec, command: &Path) -> Vec<PathBuf> {
+    let mut read_only = spec.read_only.clone();
+    for program in [
+        command.to_path_buf(),
+        command.canonicalize().unwrap_or_default(),
+    ] {
+        if !program.as_os_str().is_empty() && !visible_in_sandbox(&program, spec) {
+            read_only.push(program);
+        }
+    }
+    read_only
+}
+
+/// The runner's child for the `process` and `gvisor` tiers (the program, or runsc): the
+/// runner's stdin, stdout relayed or handed over, stderr relayed, its own process group, killed
+/// with the runner, and `rlimits` when given. Returns its pid and the read ends of its output.
+fn spawn_child(
+    mut process: std::process::Command,
+    stdout: StdoutMode,
+    rlimits: Option<Rlimits>,
+) -> Result<(Pid, Option<OwnedFd>, OwnedFd), Refused> {
+    let (stderr_read, stderr_write) = pipe()?;
+    process
+        .stdin(Stdio::inherit())
+        .stderr(Stdio::from(stderr_write))
+        .process_group(0);
+    let stdout_read = match stdout {
+        StdoutMode::Relay => {
+            let (read, write) = pipe()?;
+            process.stdout(Stdio::from(write));
+            Some(read)
+        }
+        StdoutMode::Direct => {
+            process.stdout(Stdio::inherit());
+            None
+        }
+    };
+    let apply = move || {
+        // SAFETY: integer arguments only.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+        match &rlimits {
+            Some(rlimits) => rlimits.apply().map_err(std::io::Error::from),
+            None => Ok(()),
+        }
+    };
+    // SAFETY: the closure calls only async-signal-safe functions (prctl, setrlimit).
+    unsafe { process.pre_exec(apply) };
+    let child = process.spawn().map_err(|e| {
+        Refused::new(format!(
+            "cannot start {}: {e}",
+            process.get_program().to_string_lossy()
+        ))
+    })?;
+    let pid = Pid::from_raw(child.id() as i32);
+    // The runner reaps the process itself (waitpid on the pid): `Child` is not needed.
+    drop(child);
+    Ok((pid, stdout_read, stderr_read))
+}
+
 fn start_namespaces(spec: &LaunchSpec, command: &Path, begin: Instant) -> Attempt {
     let landlock_abi = confine::landlock_abi();
     let seccomp = match confine::seccomp_filters() {
@@ -275,16 +336,7 @@ fn start_namespaces(spec: &LaunchSpec, command: &Path, begin: Instant) -> Attemp
                 .into(),
         );
     }
-    let mut read_only = spec.read_only.clone();
-    for program in [
-        command.to_path_buf(),
-        command.canonicalize().unwrap_or_default(),
-    ] {
-        if !program.as_os_str().is_empty() && !visible_in_sandbox(&program, spec) {
-            // The program itself must be visible; only its file is added, read-only.
-            read_only.push(program);
-        }
-    }
+    let read_only = read_only_paths(spec, command);
     let Ok(root_dir) = make_root_dir() else {
         return Ok(Err(Refused::new(
             "cannot create the sandbox's root directory",
@@ -552,15 +604,7 @@ fn start_gvisor(spec: &LaunchSpec, command: &Path, begin: Instant) -> Attempt {
              needs the namespaces tier",
         )));
     }
-    let mut read_only = spec.read_only.clone();
-    for program in [
-        command.to_path_buf(),
-        command.canonicalize().unwrap_or_default(),
-    ] {
-        if !program.as_os_str().is_empty() && !visible_in_sandbox(&program, spec) {
-            read_only.push(program);
-        }
-    }
+    let read_only = read_only_paths(spec, command);
     let Ok(dir) = make_root_dir() else {
         return Ok(Err(Refused::new(
             "cannot create the sandbox's bundle directory",
@@ -619,43 +663,12 @@ fn start_gvisor(spec: &LaunchSpec, command: &Path, begin: Instant) -> Attempt {
             .notes
             .push("cpu_seconds is not enforced in the gvisor tier".into());
     }
-    let (stderr_read, stderr_write) = match pipe() {
-        Ok(p) => p,
+    let mut process = bundle.command();
+    process.env_clear();
+    let (pid, stdout_read, stderr_read) = match spawn_child(process, spec.stdout, None) {
+        Ok(spawned) => spawned,
         Err(refused) => return Ok(Err(refused)),
     };
-    let mut process = bundle.command();
-    process
-        .env_clear()
-        .stdin(Stdio::inherit())
-        .stderr(Stdio::from(stderr_write))
-        .process_group(0);
-    let stdout_read = match spec.stdout {
-        StdoutMode::Relay => {
-            let (read, write) = match pipe() {
-                Ok(p) => p,
-                Err(refused) => return Ok(Err(refused)),
-            };
-            process.stdout(Stdio::from(write));
-            Some(read)
-        }
-        StdoutMode::Direct => {
-            process.stdout(Stdio::inherit());
-            None
-        }
-    };
-    let die_with_runner = || {
-        // SAFETY: integer arguments only.
-        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-        Ok(())
-    };
-    // SAFETY: the closure calls only prctl, which is async-signal-safe.
-    unsafe { process.pre_exec(die_with_runner) };
-    let child = match process.spawn() {
-        Ok(child) => child,
-        Err(e) => return Ok(Err(Refused::new(format!("cannot start runsc: {e}")))),
-    };
-    let pid = Pid::from_raw(child.id() as i32);
-    drop(child);
     Ok(Ok(Running {
         tier_requested: spec.tier,
         tier: Tier::Gvisor,
@@ -695,52 +708,16 @@ fn start_process(spec: &LaunchSpec, command: &Path, begin: Instant) -> Attempt {
             .notes
             .push("the pids limit is not enforced in the process tier".into());
     }
-    let (stderr_read, stderr_write) = match pipe() {
-        Ok(p) => p,
-        Err(refused) => return Ok(Err(refused)),
-    };
     let mut process = std::process::Command::new(command);
     process
         .args(&spec.args)
         .env_clear()
         .envs(environment(spec))
-        .current_dir(&spec.workdir)
-        .stdin(Stdio::inherit())
-        .stderr(Stdio::from(stderr_write))
-        .process_group(0);
-    let stdout_read = match spec.stdout {
-        StdoutMode::Relay => {
-            let (read, write) = match pipe() {
-                Ok(p) => p,
-                Err(refused) => return Ok(Err(refused)),
-            };
-            process.stdout(Stdio::from(write));
-            Some(read)
-        }
-        StdoutMode::Direct => {
-            process.stdout(Stdio::inherit());
-            None
-        }
+        .current_dir(&spec.workdir);
+    let (pid, stdout_read, stderr_read) = match spawn_child(process, spec.stdout, Some(rlimits)) {
+        Ok(spawned) => spawned,
+        Err(refused) => return Ok(Err(refused)),
     };
-    let apply = move || {
-        // SAFETY: integer arguments only.
-        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-        rlimits.apply().map_err(std::io::Error::from)
-    };
-    // SAFETY: the closure calls only async-signal-safe functions (prctl, setrlimit).
-    unsafe { process.pre_exec(apply) };
-    let child = match process.spawn() {
-        Ok(child) => child,
-        Err(e) => {
-            return Ok(Err(Refused::new(format!(
-                "cannot start {}: {e}",
-                command.display()
-            ))));
-        }
-    };
-    let pid = Pid::from_raw(child.id() as i32);
-    // The runner reaps the process itself (waitpid on the pid): `Child` is not needed.
-    drop(child);
     Ok(Ok(Running {
         tier_requested: spec.tier,
         tier: Tier::Process,

@@ -25,13 +25,8 @@ FILESYSTEM = NPM_MODULES / "server-filesystem" / "dist" / "index.js"
 UNRULY_SERVER = Path(__file__).parent / "servers" / "unruly_server.py"
 
 
-@pytest.fixture
-def sandboxed(tmp_path: Path, gateway_log) -> Iterator[tuple[str, Path]]:
-    """A gateway with server-filesystem (allowed `/`: only the sandbox confines it), the unruly
-    server under memory and pids limits, and mcp-server-time. Yields its URL and the
-    filesystem server's working directory."""
-    workdir = tmp_path / "fs"
-    workdir.mkdir()
+def write_config(tmp_path: Path, body: str) -> Path:
+    """`gateway.toml` in `tmp_path`: state there, anonymous clients, then `body`."""
     config = tmp_path / "gateway.toml"
     config.write_text(
         f"""\
@@ -41,6 +36,21 @@ data_dir = {_toml_string(tmp_path / "data")}
 [auth]
 anonymous = true
 
+{body}"""
+    )
+    return config
+
+
+@pytest.fixture
+def sandboxed(tmp_path: Path, gateway_log) -> Iterator[tuple[str, Path]]:
+    """A gateway with server-filesystem (allowed `/`: only the sandbox confines it), the unruly
+    server under memory and pids limits, and mcp-server-time. Yields its URL and the
+    filesystem server's working directory."""
+    workdir = tmp_path / "fs"
+    workdir.mkdir()
+    config = write_config(
+        tmp_path,
+        f"""\
 [timeouts]
 call_secs = 20
 
@@ -192,16 +202,10 @@ unless { action == Mcp::Action::"tools/call" && resource in Mcp::Server::"percal
 
 async def test_a_policy_gives_each_call_a_fresh_sandbox(tmp_path: Path, gateway_log) -> None:
     (tmp_path / "policy.cedar").write_text(PER_CALL_POLICY)
-    config = tmp_path / "gateway.toml"
     script = _toml_string(UNRULY_SERVER)
-    config.write_text(
+    config = write_config(
+        tmp_path,
         f"""\
-[storage]
-data_dir = {_toml_string(tmp_path / "data")}
-
-[auth]
-anonymous = true
-
 [policy]
 file = "policy.cedar"
 
