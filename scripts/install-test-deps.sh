@@ -44,6 +44,9 @@ if [[ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]]; then
     log "installing npm packages into $tools/npm"
     # npm runs install scripts with the first node on PATH; make that Node 22.
     PATH="$(dirname "$node"):$PATH" npm install --prefix "$tools/npm" --no-audit --no-fund --loglevel=error "${NPM_PACKAGES[@]}" >&2
+    # npx resolves from the npm cache: with these there, an unchanged `npx -y PACKAGE@VERSION`
+    # entry starts inside the sandbox without a network.
+    PATH="$(dirname "$node"):$PATH" npm cache add "${NPM_PACKAGES[@]}" --loglevel=error >&2
     printf '%s' "$wanted" >"$stamp"
 fi
 

@@ -25,11 +25,13 @@ FILESYSTEM = NPM_MODULES / "server-filesystem" / "dist" / "index.js"
 UNRULY_SERVER = Path(__file__).parent / "servers" / "unruly_server.py"
 
 
-def write_config(tmp_path: Path, body: str) -> Path:
-    """`gateway.toml` in `tmp_path`: state there, anonymous clients, then `body`."""
+def write_config(tmp_path: Path, body: str, top: str = "") -> Path:
+    """`gateway.toml` in `tmp_path`: `top` (keys before any table), state there, anonymous
+    clients, then `body`."""
     config = tmp_path / "gateway.toml"
     config.write_text(
         f"""\
+{top}
 [storage]
 data_dir = {_toml_string(tmp_path / "data")}
 
@@ -225,3 +227,27 @@ args = [{script}]
     # The long-lived server counts on; each per-call sandbox is a new process.
     assert warm == ["1", "2", "3"]
     assert fresh == ["1", "1", "1"]
+
+
+async def test_an_unchanged_npx_mcp_servers_entry_runs_in_the_sandbox(tmp_path: Path, gateway_log) -> None:
+    # The entry as Claude Desktop or Cursor has it. npx finds the package in the npm cache
+    # (scripts/install-test-deps.sh fills it): the sandbox has no network.
+    (tmp_path / "mcp.json").write_text(
+        json.dumps(
+            {
+                "mcpServers": {
+                    "npx-everything": {
+                        "command": "npx",
+                        "args": ["-y", "@modelcontextprotocol/server-everything@2026.8.31", "stdio"],
+                    }
+                }
+            }
+        )
+    )
+    config = write_config(tmp_path, "", top='import_mcp_servers = ["mcp.json"]')
+    with gateway_log("gateway.stderr") as log, serving(config, log) as url:
+        status = readyz(url)
+        assert "npx-everything Ready tier=namespaces" in status, status
+        async with connected(url, "auto") as client:
+            result = await client.call_tool("npx-everything__echo", {"message": "via npx"})
+            assert "via npx" in text(result)

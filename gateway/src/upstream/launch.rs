@@ -153,6 +153,10 @@ impl RunnerLauncher {
         ));
         read_only.sort();
         read_only.dedup();
+        let mut writable = own.writable.clone();
+        if tier != Tier::Process {
+            package_cache(&spec.command, &mut env, &mut writable);
+        }
         Ok(LaunchSpec {
             command: spec.command.clone(),
             args: spec.args.clone(),
@@ -163,7 +167,7 @@ impl RunnerLauncher {
             limits: self.config.limits_for(own),
             allow_net: own.allow_net.clone(),
             read_only,
-            writable: own.writable.clone(),
+            writable,
             allowed_commands: self.config.allow_commands.clone(),
             production: self.config.production,
             stdout: self.config.stdout,
@@ -403,6 +407,41 @@ fn log_event(server: &str, event: &Event) {
         Event::Output { .. } => {}
         other => tracing::warn!(server, event = ?other, "sandbox event"),
     }
+}
+
+/// `npx` and `npm` fetch packages into their cache before the server starts: the host's npm
+/// cache is made writable inside (`HOME` is the sandbox's own), and npm told to prefer it, so
+/// that an unchanged `npx -y PACKAGE` entry starts without a network when the package is
+/// cached, and through the proxy (`allow_net = ["registry.npmjs.org:443"]`) when it is not.
+/// The cache is shared by the servers that use it: a server that must not share it names its
+/// own `npm_config_cache` in `env`.
+fn package_cache(
+    command: &str,
+    env: &mut std::collections::BTreeMap<String, String>,
+    writable: &mut Vec<PathBuf>,
+) {
+    let program = Path::new(command)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    if !matches!(program, "npx" | "npm") {
+        return;
+    }
+    let cache = env
+        .get("npm_config_cache")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("npm_config_cache").map(PathBuf::from))
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".npm")));
+    let Some(cache) = cache.filter(|c| c.is_dir()) else {
+        return;
+    };
+    env.entry("npm_config_cache".into())
+        .or_insert_with(|| cache.display().to_string());
+    env.entry("npm_config_prefer_offline".into())
+        .or_insert_with(|| "true".into());
+    env.entry("npm_config_update_notifier".into())
+        .or_insert_with(|| "false".into());
+    writable.push(cache);
 }
 
 fn is_system(path: &Path) -> bool {
