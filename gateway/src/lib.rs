@@ -176,7 +176,12 @@ impl Gateway {
         self.registry
             .upstreams()
             .filter(|u| u.spec.enabled)
-            .all(|u| u.state() == upstream::UpstreamState::Ready)
+            .all(|u| {
+                matches!(
+                    u.state(),
+                    upstream::UpstreamState::Ready | upstream::UpstreamState::Suspended
+                )
+            })
     }
 }
 

@@ -68,6 +68,11 @@ pub async fn dispatch_to(
     ctx: &RequestContext<RoleServer>,
 ) -> Result<ServerResult, McpError> {
     let method = request.method().to_owned();
+    let _request = upstream.begin_request();
+    if peer.is_none() {
+        // A server stopped for being idle starts again for this request.
+        upstream.resume(upstream.spec.call_timeout).await;
+    }
     let result = match Call::start(sessions, session, upstream, peer, request, ctx).await {
         Ok(call) => drive(sessions, call, ctx).await,
         Err(e) => Err(e),

@@ -414,3 +414,37 @@ async fn a_hung_upstream_times_out_calls_and_is_restarted() {
         .unwrap();
     assert_eq!(text(&result), "thawed");
 }
+
+#[tokio::test]
+async fn an_idle_server_is_stopped_and_started_again_by_the_next_call() {
+    let gw = common::start(&format!(
+        "{}idle_suspend_secs = 1\n",
+        common::demo_server("demo")
+    ))
+    .await;
+    let client = connect(&gw.url()).await;
+    let upstream = gw.gateway.registry.get("demo").unwrap().clone();
+    let first = upstream.pid().expect("a running process");
+    let mut waited = Duration::ZERO;
+    while upstream.state() != gateway::upstream::UpstreamState::Suspended {
+        assert!(waited < Duration::from_secs(15), "{:?}", upstream.state());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += Duration::from_millis(100);
+    }
+    assert_eq!(upstream.pid(), None);
+    assert!(
+        !std::path::Path::new(&format!("/proc/{first}")).exists(),
+        "the idle sandbox is gone"
+    );
+    // Its tools stay listed, and a call starts it again.
+    let tools = client.service.list_all_tools().await.unwrap();
+    assert!(tools.iter().any(|t| t.name == "demo__echo"));
+    let result = client
+        .service
+        .call_tool(call("demo__echo", serde_json::json!({"text": "awake"})))
+        .await
+        .unwrap();
+    assert_eq!(text(&result), "awake");
+    assert_eq!(upstream.state(), gateway::upstream::UpstreamState::Ready);
+    assert_ne!(upstream.pid(), Some(first));
+}

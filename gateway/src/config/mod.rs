@@ -129,6 +129,8 @@ pub struct ServerSpec {
     pub allow_single_hash: bool,
     /// Most requests relayed at once.
     pub max_concurrent: Option<usize>,
+    /// A stdio server idle this long is stopped, and started again by the next request.
+    pub idle_suspend: Option<Duration>,
 }
 
 /// One entry of a signed-tools manifest.
@@ -637,6 +639,19 @@ pub fn validate_server(
         max_concurrent: match raw.max_concurrent {
             Some(0) => return Err(format!("{}: must be at least 1", key("max_concurrent"))),
             other => other,
+        },
+        idle_suspend: match (raw.idle_suspend_secs, &raw.command) {
+            (None, _) => None,
+            (Some(0), _) => {
+                return Err(format!("{}: must be at least 1", key("idle_suspend_secs")));
+            }
+            (Some(_), None) => {
+                return Err(format!(
+                    "{}: applies only to `command` servers",
+                    key("idle_suspend_secs")
+                ));
+            }
+            (Some(secs), Some(_)) => Some(Duration::from_secs(secs)),
         },
     })
 }

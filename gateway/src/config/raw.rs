@@ -266,6 +266,10 @@ pub struct RawServer {
     /// Most requests relayed to this server at once; more wait for a free slot (up to the call
     /// timeout). Default: no limit.
     pub max_concurrent: Option<usize>,
+    /// Stop a stdio server after this many seconds without a request, and start it again on
+    /// the next one (its tools stay listed meanwhile, and are verified again at the restart).
+    /// Default: it runs until the gateway stops.
+    pub idle_suspend_secs: Option<u64>,
     /// Set to `false` to keep the server registered but not started. Default `true`.
     pub enabled: Option<bool>,
     /// How the server's tools are trusted.

@@ -88,7 +88,7 @@ fn errors_name_file_line_and_key() {
     check_err(
         "\n[servers.demo]\ncomand = \"x\"\n",
         expect![
-            "/etc/gw/gateway.toml:3: unknown field `comand`, expected one of `command`, `args`, `env`, `cwd`, `url`, `transport`, `type`, `headers`, `bearer_token`, `sessions`, `call_timeout_secs`, `max_concurrent`, `enabled`, `verification`, `allow_single_hash`, `public_key`, `signed_tools`, `sandbox`, `domain`"
+            "/etc/gw/gateway.toml:3: unknown field `comand`, expected one of `command`, `args`, `env`, `cwd`, `url`, `transport`, `type`, `headers`, `bearer_token`, `sessions`, `call_timeout_secs`, `max_concurrent`, `idle_suspend_secs`, `enabled`, `verification`, `allow_single_hash`, `public_key`, `signed_tools`, `sandbox`, `domain`"
         ],
     );
     check_err(
@@ -113,6 +113,12 @@ fn errors_name_file_line_and_key() {
         "\n[sandbox]\nproduction = true\nfallback = \"process\"\n",
         expect![[
             r#"/etc/gw/gateway.toml:2: sandbox: the `process` tier isolates nothing and is refused with `production = true`"#
+        ]],
+    );
+    check_err(
+        "[servers.far]\nurl = \"https://x\"\nidle_suspend_secs = 60\n",
+        expect![[
+            r#"/etc/gw/gateway.toml:1: servers.far.idle_suspend_secs: applies only to `command` servers"#
         ]],
     );
     check_err(

@@ -182,11 +182,12 @@ async fn readyz(State(gateway): State<Arc<Gateway>>) -> (StatusCode, String) {
     let mut body = String::new();
     for upstream in gateway.registry.upstreams() {
         body.push_str(&format!(
-            "{} {:?} tier={} requested={}\n",
+            "{} {:?} tier={} requested={} calls={}\n",
             upstream.spec.name,
             upstream.state(),
             upstream.tier(),
-            upstream.tier_requested()
+            upstream.tier_requested(),
+            upstream.requests_in_flight()
         ));
     }
     match gateway.sandbox.get() {

@@ -119,6 +119,8 @@ pub enum UpstreamState {
     Disabled,
     Connecting,
     Ready,
+    /// Stopped after `idle_suspend_secs` without a request; the next request starts it.
+    Suspended,
     /// The last attempt failed; the supervisor retries after a backoff.
     Failed(String),
 }
@@ -202,6 +204,25 @@ pub struct Upstream {
     per_client: tokio::sync::Mutex<std::collections::HashMap<SessionId, Connection>>,
     /// Slots for requests in flight, when the server has `max_concurrent`.
     slots: Option<Arc<tokio::sync::Semaphore>>,
+    /// Requests in flight, and when the last one began or ended: what idle suspension reads.
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    last_used: Arc<Mutex<Instant>>,
+    /// Wakes a suspended server's supervisor.
+    wake: tokio::sync::Notify,
+}
+
+/// A request in flight on an upstream; dropping it ends it.
+pub struct InFlight {
+    count: Arc<std::sync::atomic::AtomicUsize>,
+    last_used: Arc<Mutex<Instant>>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        *lock(&self.last_used) = Instant::now();
+        self.count
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Everything an upstream's supervisor needs from the gateway.
@@ -257,6 +278,9 @@ impl Upstream {
             slots: spec
                 .max_concurrent
                 .map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
+            in_flight: Arc::default(),
+            last_used: Arc::new(Mutex::new(Instant::now())),
+            wake: tokio::sync::Notify::new(),
             spec,
         })
     }
@@ -266,6 +290,37 @@ impl Upstream {
     #[cfg(test)]
     pub(crate) fn set_catalog(&self, catalog: Catalog) {
         *write(&self.catalog) = Arc::new(catalog);
+    }
+
+    /// Counts a request in flight until the returned guard drops.
+    pub fn begin_request(&self) -> InFlight {
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *lock(&self.last_used) = Instant::now();
+        InFlight {
+            count: self.in_flight.clone(),
+            last_used: self.last_used.clone(),
+        }
+    }
+
+    /// Requests in flight now.
+    pub fn requests_in_flight(&self) -> usize {
+        self.in_flight.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Starts a suspended server again and waits until it is ready (or failed), within
+    /// `limit`; returns at once for a server that is not suspended.
+    pub async fn resume(&self, limit: Duration) {
+        if self.state() != UpstreamState::Suspended {
+            return;
+        }
+        let mut rx = self.state.subscribe();
+        self.wake.notify_one();
+        let _ = tokio::time::timeout(
+            limit,
+            rx.wait_for(|s| matches!(s, UpstreamState::Ready | UpstreamState::Failed(_))),
+        )
+        .await;
     }
 
     /// The request slots of a server with `max_concurrent`.
@@ -281,7 +336,12 @@ impl Upstream {
     pub async fn wait_ready(&self) {
         let mut rx = self.state.subscribe();
         let _ = rx
-            .wait_for(|s| matches!(s, UpstreamState::Ready | UpstreamState::Disabled))
+            .wait_for(|s| {
+                matches!(
+                    s,
+                    UpstreamState::Ready | UpstreamState::Disabled | UpstreamState::Suspended
+                )
+            })
             .await;
     }
 
@@ -313,6 +373,7 @@ impl Upstream {
                 state: match self.state() {
                     UpstreamState::Disabled => "disabled".to_owned(),
                     UpstreamState::Connecting | UpstreamState::Ready => "connecting".to_owned(),
+                    UpstreamState::Suspended => "suspended".to_owned(),
                     UpstreamState::Failed(reason) => reason,
                 },
             })
@@ -530,9 +591,18 @@ impl Upstream {
             match attempt {
                 Ok(Ok(connection)) => {
                     let started = Instant::now();
-                    self.serve(connection, &mut list_rx, &cx).await;
+                    let suspended = self.serve(connection, &mut list_rx, &cx).await;
                     if cx.shutdown.is_cancelled() {
                         return;
+                    }
+                    if suspended {
+                        // Idle: stay stopped until a request arrives, then start at once.
+                        tokio::select! {
+                            _ = cx.shutdown.cancelled() => return,
+                            _ = self.wake.notified() => {}
+                        }
+                        backoff = BACKOFF_START;
+                        continue;
                     }
                     if started.elapsed() >= HEALTHY_AFTER {
                         backoff = BACKOFF_START;
@@ -622,7 +692,7 @@ impl Upstream {
         connection: Connection,
         list_rx: &mut mpsc::UnboundedReceiver<ListKind>,
         cx: &SupervisorContext,
-    ) {
+    ) -> bool {
         let peer = connection.peer().clone();
         let info = peer.peer_info().map(|info| (*info).clone());
         tracing::info!(
@@ -677,8 +747,29 @@ impl Upstream {
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             interval
         });
+        let mut idle_check = self.spec.idle_suspend.map(|idle| {
+            let period = (idle / 2).max(Duration::from_millis(100));
+            let mut interval =
+                tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            interval
+        });
+        let mut suspended = false;
         loop {
             tokio::select! {
+                _ = tick(&mut idle_check) => {
+                    let idle = self.spec.idle_suspend.unwrap_or(Duration::MAX);
+                    if self.requests_in_flight() == 0 && lock(&self.last_used).elapsed() >= idle {
+                        tracing::info!(server = %self.name, "idle: stopping the server until the next request");
+                        // Requests from here on wake the supervisor instead of using this peer.
+                        *write(&self.peer) = None;
+                        self.set_state(UpstreamState::Suspended);
+                        suspended = true;
+                        ct.cancel();
+                        let _ = waiting.await;
+                        break;
+                    }
+                }
                 _ = cx.shutdown.cancelled() => {
                     ct.cancel();
                     let _ = waiting.await;
@@ -742,8 +833,14 @@ impl Upstream {
         }
         *write(&self.peer) = None;
         *write(&self.pid) = None;
+        if suspended {
+            // The tools stay listed; the next request starts the server, and its catalog is
+            // loaded and verified again then.
+            return true;
+        }
         *write(&self.catalog) = Arc::default();
         let _ = cx.changes.send(CatalogChange::ALL);
+        false
     }
 
     async fn list_changed(&self, peer: &Peer<RoleClient>, kind: ListKind, cx: &SupervisorContext) {
