@@ -334,6 +334,14 @@ enum ServersCommand {
 }
 
 fn main() -> ExitCode {
+    // `mcp-gateway sandbox-runner ...` is the sandbox runner itself, for a gateway built without
+    // the separate binary. It must run before any thread exists, so before the runtime.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "sandbox-runner")
+    {
+        return sandbox_runner::cli::main_with(std::env::args_os().skip(1));
+    }
     let cli = Cli::parse();
     init_logging();
     let runtime = match tokio::runtime::Runtime::new() {

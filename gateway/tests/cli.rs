@@ -390,3 +390,31 @@ fn policy_check_and_explain() {
     assert_eq!(code, 1);
     assert!(stderr.contains("--args must be a JSON object"), "{stderr}");
 }
+
+#[test]
+fn the_gateway_binary_carries_its_own_sandbox_runner() {
+    // `cargo run -p mcp-gateway` builds no separate runner: the gateway is one.
+    let dir = tempfile::tempdir().unwrap();
+    let workdir = dir.path().display().to_string();
+    let (code, stdout, stderr) = gateway(
+        &[
+            "sandbox-runner",
+            "run",
+            "--workdir",
+            &workdir,
+            "--",
+            "/bin/echo",
+            "inside",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events[0]["event"], "started", "{stdout}");
+    assert_eq!(events[0]["tier"], "namespaces");
+    assert!(stdout.contains("inside\\n"), "{stdout}");
+    assert_eq!(events.last().unwrap()["event"], "exited");
+}

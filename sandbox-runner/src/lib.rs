@@ -7,6 +7,7 @@
 //! block says why it is sound.
 
 pub mod cgroup;
+pub mod cli;
 mod confine;
 pub mod gvisor;
 mod namespaces;

@@ -72,20 +72,32 @@ pub trait ProcessLauncher: Send + Sync + 'static {
 /// Starts each server inside `sandbox-runner`.
 #[derive(Debug, Clone)]
 pub struct RunnerLauncher {
-    runner: Option<PathBuf>,
+    runner: Option<Runner>,
     config: SandboxConfig,
     /// Where servers without a working directory of their own get one.
     workdirs: PathBuf,
 }
 
-/// Finds the `sandbox-runner` binary: the configured one, `MCP_SANDBOX_RUNNER`, the one beside
-/// this executable (or beside its `deps/` directory, for test binaries), or one on `PATH`.
-pub fn find_runner(configured: Option<&Path>) -> Option<PathBuf> {
+/// The runner's program, and the arguments that come before its own.
+#[derive(Debug, Clone)]
+pub struct Runner {
+    pub program: PathBuf,
+    pub prefix: Vec<String>,
+}
+
+/// Finds the sandbox runner: the configured binary, `MCP_SANDBOX_RUNNER`, a `sandbox-runner`
+/// beside this executable (or beside its `deps/` directory, for test binaries) or on `PATH`,
+/// else `mcp-gateway sandbox-runner` (this very binary).
+pub fn find_runner(configured: Option<&Path>) -> Option<Runner> {
+    let alone = |program: PathBuf| Runner {
+        program,
+        prefix: Vec::new(),
+    };
     if let Some(path) = configured {
-        return Some(path.to_path_buf());
+        return Some(alone(path.to_path_buf()));
     }
     if let Some(path) = std::env::var_os("MCP_SANDBOX_RUNNER") {
-        return Some(PathBuf::from(path));
+        return Some(alone(PathBuf::from(path)));
     }
     let exe = std::env::current_exe().ok()?;
     let dir = exe.parent()?;
@@ -98,7 +110,15 @@ pub fn find_runner(configured: Option<&Path>) -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("PATH") {
         candidates.extend(std::env::split_paths(&path).map(|d| d.join("sandbox-runner")));
     }
-    candidates.into_iter().find(|p| p.is_file())
+    if let Some(found) = candidates.into_iter().find(|p| p.is_file()) {
+        return Some(alone(found));
+    }
+    exe.file_name()
+        .is_some_and(|n| n == "mcp-gateway")
+        .then(|| Runner {
+            program: exe.clone(),
+            prefix: vec!["sandbox-runner".to_owned()],
+        })
 }
 
 impl RunnerLauncher {
@@ -187,8 +207,9 @@ impl RunnerLauncher {
         let launch = self.launch_spec(server, spec)?;
         let (ours, theirs) =
             std::os::unix::net::UnixStream::pair().map_err(|e| format!("control channel: {e}"))?;
-        let mut command = tokio::process::Command::new(runner);
+        let mut command = tokio::process::Command::new(&runner.program);
         command
+            .args(&runner.prefix)
             .args(["launch", "--control-fd", "3"])
             .env_clear()
             .kill_on_drop(true);
@@ -203,7 +224,7 @@ impl RunnerLauncher {
         let (transport, stderr) = TokioChildProcess::builder(wrapped)
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", runner.display()))?;
+            .map_err(|e| format!("cannot run {}: {e}", runner.program.display()))?;
         if let Some(stderr) = stderr {
             // The server's stderr (relayed by the runner) becomes our log, line by line,
             // tagged with its name; it must never reach our stdout, which is a protocol
@@ -279,15 +300,16 @@ impl ProcessLauncher for RunnerLauncher {
                 .ok_or("the `sandbox-runner` binary was not found")?;
             // Not killed if the gateway stops first: a probe cut short would leave its test
             // sandboxes for the next runner to sweep.
-            let output = tokio::process::Command::new(runner)
+            let output = tokio::process::Command::new(&runner.program)
+                .args(&runner.prefix)
                 .arg("probe")
                 .env_clear()
                 .stdin(Stdio::null())
                 .output()
                 .await
-                .map_err(|e| format!("cannot run {}: {e}", runner.display()))?;
+                .map_err(|e| format!("cannot run {}: {e}", runner.program.display()))?;
             serde_json::from_slice(&output.stdout)
-                .map_err(|e| format!("{} probe: unreadable report: {e}", runner.display()))
+                .map_err(|e| format!("{} probe: unreadable report: {e}", runner.program.display()))
         })
     }
 }
