@@ -12,7 +12,10 @@ readonly PYTHON_PACKAGES=(
     "mcp-server-time==2026.10.19"
     "pytest==9.2.0"
     "schemapin==1.3.0"
+    "uv==0.13.8"
 )
+# What an unchanged `uvx` entry of the tests runs, cached by uv so it starts with no network.
+readonly UVX_TOOLS=("mcp-server-time==2026.10.19")
 readonly NODE_MAJOR=22
 readonly NPM_PACKAGES=(
     "@modelcontextprotocol/server-everything@2026.8.31"
@@ -29,6 +32,9 @@ if [[ ! -x "$tools/venv/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "$wanted
     log "creating the Python venv in $tools/venv"
     python3 -m venv "$tools/venv"
     "$tools/venv/bin/pip" install --quiet --disable-pip-version-check "${PYTHON_PACKAGES[@]}"
+    for tool in "${UVX_TOOLS[@]}"; do
+        "$tools/venv/bin/uvx" "$tool" --help >/dev/null
+    done
     printf '%s' "$wanted" >"$stamp"
 fi
 

@@ -10,6 +10,7 @@ import socket
 import sys
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
@@ -17,7 +18,7 @@ import pytest
 from mcp import MCPError
 
 from conftest import _toml_string, serving
-from support import NODE, NPM_MODULES, TIME_SERVER, connected, require
+from support import NODE, NPM_MODULES, TIME_SERVER, TOOLS, connected, require
 
 pytestmark = pytest.mark.anyio
 
@@ -229,25 +230,34 @@ args = [{script}]
     assert fresh == ["1", "1", "1"]
 
 
+@contextmanager
+def importing(tmp_path: Path, gateway_log, servers: dict) -> Iterator[str]:
+    """A gateway whose only servers are `servers`, imported unchanged from an `mcpServers` file."""
+    (tmp_path / "mcp.json").write_text(json.dumps({"mcpServers": servers}))
+    config = write_config(tmp_path, "", top='import_mcp_servers = ["mcp.json"]')
+    with gateway_log("gateway.stderr") as log, serving(config, log) as url:
+        yield url
+
+
 async def test_an_unchanged_npx_mcp_servers_entry_runs_in_the_sandbox(tmp_path: Path, gateway_log) -> None:
     # The entry as Claude Desktop or Cursor has it. npx finds the package in the npm cache
     # (scripts/install-test-deps.sh fills it): the sandbox has no network.
-    (tmp_path / "mcp.json").write_text(
-        json.dumps(
-            {
-                "mcpServers": {
-                    "npx-everything": {
-                        "command": "npx",
-                        "args": ["-y", "@modelcontextprotocol/server-everything@2026.8.31", "stdio"],
-                    }
-                }
-            }
-        )
-    )
-    config = write_config(tmp_path, "", top='import_mcp_servers = ["mcp.json"]')
-    with gateway_log("gateway.stderr") as log, serving(config, log) as url:
+    entry = {"command": "npx", "args": ["-y", "@modelcontextprotocol/server-everything@2026.8.31", "stdio"]}
+    with importing(tmp_path, gateway_log, {"npx-everything": entry}) as url:
         status = readyz(url)
         assert "npx-everything Ready tier=namespaces" in status, status
         async with connected(url, "auto") as client:
             result = await client.call_tool("npx-everything__echo", {"message": "via npx"})
             assert "via npx" in text(result)
+
+
+async def test_an_unchanged_uvx_mcp_servers_entry_runs_in_the_sandbox(tmp_path: Path, gateway_log) -> None:
+    # uvx finds the tool in uv's cache (scripts/install-test-deps.sh fills it) and runs it with
+    # no network. `uvx` is named by path only because it is not on this PATH.
+    entry = {"command": str(require(TOOLS / "venv" / "bin" / "uvx")), "args": ["mcp-server-time==2026.10.19"]}
+    with importing(tmp_path, gateway_log, {"uvx-time": entry}) as url:
+        status = readyz(url)
+        assert "uvx-time Ready tier=namespaces" in status, status
+        async with connected(url, "auto") as client:
+            result = await client.call_tool("uvx-time__get_current_time", {"timezone": "UTC"})
+            assert json.loads(text(result))["timezone"] == "UTC"

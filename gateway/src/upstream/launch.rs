@@ -176,6 +176,13 @@ impl RunnerLauncher {
         let mut writable = own.writable.clone();
         if tier != Tier::Process {
             package_cache(&spec.command, &mut env, &mut writable);
+            uv_cache(
+                &spec.command,
+                &mut env,
+                &mut writable,
+                &mut read_only,
+                own.allow_net.is_empty(),
+            );
         }
         Ok(LaunchSpec {
             command: spec.command.clone(),
@@ -431,6 +438,14 @@ fn log_event(server: &str, event: &Event) {
     }
 }
 
+/// The file name of a command: `npx` for `/usr/bin/npx`.
+fn program_name(command: &str) -> &str {
+    Path::new(command)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+}
+
 /// `npx` and `npm` fetch packages into their cache before the server starts: the host's npm
 /// cache is made writable inside (`HOME` is the sandbox's own), and npm told to prefer it, so
 /// that an unchanged `npx -y PACKAGE` entry starts without a network when the package is
@@ -442,11 +457,7 @@ fn package_cache(
     env: &mut std::collections::BTreeMap<String, String>,
     writable: &mut Vec<PathBuf>,
 ) {
-    let program = Path::new(command)
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default();
-    if !matches!(program, "npx" | "npm") {
+    if !matches!(program_name(command), "npx" | "npm") {
         return;
     }
     let cache = env
@@ -464,6 +475,64 @@ fn package_cache(
     env.entry("npm_config_update_notifier".into())
         .or_insert_with(|| "false".into());
     writable.push(cache);
+}
+
+/// `uvx` and `uv` install a tool into their cache before it starts: the host's uv cache is
+/// writable inside, uv works offline when the server has no network (a cached tool starts
+/// with none), and it is given the interpreter the gateway's own `python3` is, visible inside.
+fn uv_cache(
+    command: &str,
+    env: &mut std::collections::BTreeMap<String, String>,
+    writable: &mut Vec<PathBuf>,
+    read_only: &mut Vec<PathBuf>,
+    offline: bool,
+) {
+    if !matches!(program_name(command), "uvx" | "uv") {
+        return;
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let cache = env
+        .get("UV_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("UV_CACHE_DIR").map(PathBuf::from))
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| Path::new(&d).join("uv")))
+        .or_else(|| home.as_ref().map(|h| h.join(".cache/uv")));
+    if let Some(cache) = cache.filter(|c| c.is_dir()) {
+        env.entry("UV_CACHE_DIR".into())
+            .or_insert_with(|| cache.display().to_string());
+        writable.push(cache);
+    }
+    if offline {
+        env.entry("UV_OFFLINE".into()).or_insert_with(|| "1".into());
+    }
+    if let Some(managed) = home
+        .map(|h| h.join(".local/share/uv/python"))
+        .filter(|d| d.is_dir())
+    {
+        read_only.push(managed);
+    }
+    if !env.contains_key("UV_PYTHON")
+        && let Some(python) = real_python(env.get("PATH").map(String::as_str).unwrap_or_default())
+    {
+        read_only.extend(installation(&python));
+        env.insert("UV_PYTHON".into(), python.display().to_string());
+    }
+}
+
+/// The interpreter `python3` on `path` really is (through a pyenv shim, say), by asking it.
+fn real_python(path: &str) -> Option<PathBuf> {
+    let python = lookup("python3", path)?;
+    let output = std::process::Command::new(python)
+        .args(["-c", "import sys; print(sys.executable)"])
+        .env_clear()
+        .env("PATH", path)
+        .env("HOME", std::env::var_os("HOME").unwrap_or_default())
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8(output.stdout).ok()?;
+    let executable = PathBuf::from(text.trim());
+    executable.is_absolute().then_some(executable)
 }
 
 fn is_system(path: &Path) -> bool {
