@@ -92,7 +92,7 @@ async def test_every_stdio_server_runs_in_the_namespaces_tier(sandboxed) -> None
     url, _ = sandboxed
     status = readyz(url)
     for server in ("fs", "unruly", "time"):
-        assert f"{server} Ready tier=namespaces requested=namespaces" in status, status
+        assert f"{server} ready tier=namespaces requested=namespaces" in status, status
     assert "sandbox namespaces available=true" in status, status
 
 
@@ -245,7 +245,7 @@ async def test_an_unchanged_npx_mcp_servers_entry_runs_in_the_sandbox(tmp_path: 
     entry = {"command": "npx", "args": ["-y", "@modelcontextprotocol/server-everything@2026.8.31", "stdio"]}
     with importing(tmp_path, gateway_log, {"npx-everything": entry}) as url:
         status = readyz(url)
-        assert "npx-everything Ready tier=namespaces" in status, status
+        assert "npx-everything ready tier=namespaces" in status, status
         async with connected(url, "auto") as client:
             result = await client.call_tool("npx-everything__echo", {"message": "via npx"})
             assert "via npx" in text(result)
@@ -257,7 +257,7 @@ async def test_an_unchanged_uvx_mcp_servers_entry_runs_in_the_sandbox(tmp_path: 
     entry = {"command": str(require(TOOLS / "venv" / "bin" / "uvx")), "args": ["mcp-server-time==2026.10.19"]}
     with importing(tmp_path, gateway_log, {"uvx-time": entry}) as url:
         status = readyz(url)
-        assert "uvx-time Ready tier=namespaces" in status, status
+        assert "uvx-time ready tier=namespaces" in status, status
         async with connected(url, "auto") as client:
             result = await client.call_tool("uvx-time__get_current_time", {"timezone": "UTC"})
             assert json.loads(text(result))["timezone"] == "UTC"

@@ -182,9 +182,9 @@ async fn readyz(State(gateway): State<Arc<Gateway>>) -> (StatusCode, String) {
     let mut body = String::new();
     for upstream in gateway.registry.upstreams() {
         body.push_str(&format!(
-            "{} {:?} tier={} requested={} calls={}\n",
+            "{} {} tier={} requested={} calls={}\n",
             upstream.spec.name,
-            upstream.state(),
+            upstream.lifecycle(),
             upstream.tier(),
             upstream.tier_requested(),
             upstream.requests_in_flight()

@@ -303,6 +303,19 @@ impl Upstream {
         }
     }
 
+    /// The server's lifecycle state by name: `initializing`, `ready`, `running` (requests in
+    /// flight), `suspended`, `failed: REASON`, or `disabled`.
+    pub fn lifecycle(&self) -> String {
+        match self.state() {
+            UpstreamState::Disabled => "disabled".to_owned(),
+            UpstreamState::Connecting => "initializing".to_owned(),
+            UpstreamState::Ready if self.requests_in_flight() > 0 => "running".to_owned(),
+            UpstreamState::Ready => "ready".to_owned(),
+            UpstreamState::Suspended => "suspended".to_owned(),
+            UpstreamState::Failed(reason) => format!("failed: {reason}"),
+        }
+    }
+
     /// Requests in flight now.
     pub fn requests_in_flight(&self) -> usize {
         self.in_flight.load(std::sync::atomic::Ordering::Relaxed)
