@@ -425,17 +425,14 @@ async fn an_idle_server_is_stopped_and_started_again_by_the_next_call() {
     let client = connect(&gw.url()).await;
     let upstream = gw.gateway.registry.get("demo").unwrap().clone();
     let first = upstream.pid().expect("a running process");
-    let mut waited = Duration::ZERO;
-    while upstream.state() != gateway::upstream::UpstreamState::Suspended {
-        assert!(waited < Duration::from_secs(15), "{:?}", upstream.state());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        waited += Duration::from_millis(100);
-    }
-    assert_eq!(upstream.pid(), None);
-    assert!(
-        !std::path::Path::new(&format!("/proc/{first}")).exists(),
-        "the idle sandbox is gone"
-    );
+    let mut state = upstream.watch_state();
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        state.wait_for(|s| *s == gateway::upstream::UpstreamState::Suspended),
+    )
+    .await
+    .expect("suspended within 15 s")
+    .unwrap();
     // Its tools stay listed, and a call starts it again.
     let tools = client.service.list_all_tools().await.unwrap();
     assert!(tools.iter().any(|t| t.name == "demo__echo"));
@@ -446,5 +443,10 @@ async fn an_idle_server_is_stopped_and_started_again_by_the_next_call() {
         .unwrap();
     assert_eq!(text(&result), "awake");
     assert_eq!(upstream.state(), gateway::upstream::UpstreamState::Ready);
+    // A new sandbox answered; the idle one was gone before it started.
     assert_ne!(upstream.pid(), Some(first));
+    assert!(
+        !std::path::Path::new(&format!("/proc/{first}")).exists(),
+        "the idle sandbox is gone"
+    );
 }

@@ -15,8 +15,12 @@ use serde_json::{Value, json};
 
 use crate::protocol::LaunchSpec;
 
-/// Where `runsc` is, if installed.
+/// Where `runsc` is, if installed: `SANDBOX_RUNSC` when set, else the usual places.
 pub fn runsc() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("SANDBOX_RUNSC") {
+        let path = PathBuf::from(path);
+        return path.is_file().then_some(path);
+    }
     ["/usr/bin/runsc", "/usr/local/bin/runsc", "/usr/sbin/runsc"]
         .iter()
         .map(PathBuf::from)

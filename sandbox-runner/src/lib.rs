@@ -17,7 +17,7 @@ mod proxy;
 pub mod sandbox;
 pub mod supervise;
 
-pub use namespaces::{HOSTNAME, INSIDE_ID, PROXY_PORT};
+pub use namespaces::{HOSTNAME, INSIDE_ID, PROXY_PORT, SYSTEM_DIRS};
 
 /// Parses a size such as `512M`, `1GiB`, `65536`, in bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {

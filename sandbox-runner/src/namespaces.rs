@@ -36,7 +36,7 @@ pub const PROXY_PORT: u16 = 3128;
 
 /// System directories bound read-only when the host has them (or recreated as the same
 /// symlinks, on merged-/usr systems).
-pub(crate) const SYSTEM_DIRS: &[&str] = &[
+pub const SYSTEM_DIRS: &[&str] = &[
     "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt",
 ];
 /// Files and directories of /etc a program may need: the dynamic linker's cache, TLS roots,

@@ -232,8 +232,9 @@ fn read_exec_error(fd: OwnedFd) -> String {
 }
 
 fn visible_in_sandbox(path: &Path, spec: &LaunchSpec) -> bool {
-    const SYSTEM: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib64", "/opt"];
-    SYSTEM.iter().any(|dir| path.starts_with(dir))
+    namespaces::SYSTEM_DIRS
+        .iter()
+        .any(|dir| path.starts_with(dir))
         || path.starts_with(&spec.workdir)
         || spec.read_only.iter().any(|p| path.starts_with(p))
         || spec.writable.iter().any(|p| path.starts_with(p))
@@ -298,6 +299,58 @@ fn spawn_child(
     // The runner reaps the process itself (waitpid on the pid): `Child` is not needed.
     drop(child);
     Ok((pid, stdout_read, stderr_read))
+}
+
+/// The runner's ends of the pipes to a `namespaces` sandbox (the children's are [`ChildFds`]).
+struct RunnerFds {
+    go: OwnedFd,
+    exec_error: OwnedFd,
+    status: OwnedFd,
+    stderr: OwnedFd,
+    stdout: Option<OwnedFd>,
+    proxy: Option<OwnedFd>,
+}
+
+/// Every pipe between the runner and a `namespaces` sandbox, both ends.
+fn channels(spec: &LaunchSpec) -> Result<(RunnerFds, ChildFds), Refused> {
+    let (go_read, go_write) = pipe()?;
+    let (error_read, error_write) = pipe()?;
+    let (status_read, status_write) = pipe()?;
+    let (stderr_read, stderr_write) = pipe()?;
+    let (stdout_read, stdout_write) = match spec.stdout {
+        StdoutMode::Relay => pipe().map(|(r, w)| (Some(r), Some(w)))?,
+        StdoutMode::Direct => (None, None),
+    };
+    let (proxy_runner, proxy_child) = if spec.allow_net.is_empty() {
+        (None, None)
+    } else {
+        socketpair(
+            AddressFamily::Unix,
+            SockType::Datagram,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map(|(a, b)| (Some(a), Some(b)))
+        .map_err(|e| Refused::new(format!("socketpair: {e}")))?
+    };
+    Ok((
+        RunnerFds {
+            go: go_write,
+            exec_error: error_read,
+            status: status_read,
+            stderr: stderr_read,
+            stdout: stdout_read,
+            proxy: proxy_runner,
+        },
+        ChildFds {
+            go: go_read,
+            exec_error: error_write,
+            status: status_write,
+            proxy: proxy_child,
+            stdout: stdout_write,
+            stderr: stderr_write,
+        },
+    ))
 }
 
 fn start_namespaces(spec: &LaunchSpec, command: &Path, begin: Instant) -> Attempt {
@@ -372,71 +425,9 @@ fn start_namespaces(spec: &LaunchSpec, command: &Path, begin: Instant) -> Attemp
         Ok(plan) => plan,
         Err(refused) => return Ok(Err(refused)),
     };
-    let fds = (|| -> Result<_, Refused> {
-        let (go_read, go_write) = pipe()?;
-        let (error_read, error_write) = pipe()?;
-        let (status_read, status_write) = pipe()?;
-        let (stderr_read, stderr_write) = pipe()?;
-        let stdout = match spec.stdout {
-            StdoutMode::Relay => Some(pipe()?),
-            StdoutMode::Direct => None,
-        };
-        let proxy = if spec.allow_net.is_empty() {
-            None
-        } else {
-            Some(
-                socketpair(
-                    AddressFamily::Unix,
-                    SockType::Datagram,
-                    None,
-                    SockFlag::SOCK_CLOEXEC,
-                )
-                .map_err(|e| Refused::new(format!("socketpair: {e}")))?,
-            )
-        };
-        Ok((
-            go_read,
-            go_write,
-            error_read,
-            error_write,
-            status_read,
-            status_write,
-            stderr_read,
-            stderr_write,
-            stdout,
-            proxy,
-        ))
-    })();
-    let (
-        go_read,
-        go_write,
-        error_read,
-        error_write,
-        status_read,
-        status_write,
-        stderr_read,
-        stderr_write,
-        stdout,
-        proxy,
-    ) = match fds {
-        Ok(fds) => fds,
+    let (ours, child_fds) = match channels(spec) {
+        Ok(channels) => channels,
         Err(refused) => return Ok(Err(refused)),
-    };
-    let (stdout_read, stdout_write) = match stdout {
-        Some((r, w)) => (Some(r), Some(w)),
-        None => (None, None),
-    };
-    let (proxy_runner, proxy_child) = match proxy {
-        Some((a, b)) => (Some(a), Some(b)),
-        None => (None, None),
-    };
-    let child_fds = ChildFds {
-        go: go_read,
-        exec_error: error_write,
-        status: status_write,
-        proxy: proxy_child,
-        stdout: stdout_write,
-        stderr: stderr_write,
     };
     let mut stack = vec![0u8; CLONE_STACK];
     let callback = Box::new(|| namespaces::init(&plan, &child_fds));
@@ -467,10 +458,10 @@ fn start_namespaces(spec: &LaunchSpec, command: &Path, begin: Instant) -> Attemp
         start_us: 0,
         isolation,
         cgroups,
-        stdout: stdout_read,
-        stderr: stderr_read,
-        status: Some(status_read),
-        proxy: proxy_runner,
+        stdout: ours.stdout,
+        stderr: ours.stderr,
+        status: Some(ours.status),
+        proxy: ours.proxy,
         root_dir: Some(root_dir),
         bundle: None,
     };
@@ -485,14 +476,14 @@ fn start_namespaces(spec: &LaunchSpec, command: &Path, begin: Instant) -> Attemp
             "cannot join the sandbox's cgroups ({e}); limits fall back to rlimits"
         ));
     }
-    if nix::unistd::write(&go_write, b"g").is_err() {
+    if nix::unistd::write(&ours.go, b"g").is_err() {
         kill_now(pid);
         return Ok(Err(Refused::new(
             "the sandbox's init died before it started",
         )));
     }
-    drop(go_write);
-    let message = read_exec_error(error_read);
+    drop(ours.go);
+    let message = read_exec_error(ours.exec_error);
     running.start_us = begin.elapsed().as_micros() as u64;
     // The root was mounted on this directory inside the sandbox's own mount namespace, and
     // the sandbox has left it (pivot_root): the host's empty directory can go now, so that a

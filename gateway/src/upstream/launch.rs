@@ -31,8 +31,6 @@ use crate::config::sandbox::SandboxConfig;
 const INHERITED_ENV: &[&str] = &["PATH", "LANG", "TERM"];
 /// How long a runner may take to report that the server started (or could not).
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-/// Host directories every sandbox sees read-only already.
-const SYSTEM_DIRS: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib64", "/opt", "/etc"];
 
 /// A started stdio server: the transport speaking MCP over the runner's stdin and stdout.
 pub struct Launched {
@@ -536,7 +534,11 @@ fn real_python(path: &str) -> Option<PathBuf> {
 }
 
 fn is_system(path: &Path) -> bool {
-    SYSTEM_DIRS.iter().any(|dir| path.starts_with(dir))
+    // What every sandbox sees read-only already, and /etc, which is never exposed whole.
+    sandbox_runner::SYSTEM_DIRS
+        .iter()
+        .chain(&["/etc"])
+        .any(|dir| path.starts_with(dir))
 }
 
 /// Directories that must never be exposed whole because a program happens to live in them.

@@ -204,23 +204,25 @@ pub struct Upstream {
     per_client: tokio::sync::Mutex<std::collections::HashMap<SessionId, Connection>>,
     /// Slots for requests in flight, when the server has `max_concurrent`.
     slots: Option<Arc<tokio::sync::Semaphore>>,
-    /// Requests in flight, and when the last one began or ended: what idle suspension reads.
-    in_flight: Arc<std::sync::atomic::AtomicUsize>,
-    last_used: Arc<Mutex<Instant>>,
+    /// Requests in flight, and when the last one began or ended (milliseconds after `epoch`):
+    /// what idle suspension reads. Atomics, as every request touches them.
+    in_flight: std::sync::atomic::AtomicUsize,
+    last_used_ms: std::sync::atomic::AtomicU64,
+    epoch: Instant,
     /// Wakes a suspended server's supervisor.
     wake: tokio::sync::Notify,
 }
 
 /// A request in flight on an upstream; dropping it ends it.
-pub struct InFlight {
-    count: Arc<std::sync::atomic::AtomicUsize>,
-    last_used: Arc<Mutex<Instant>>,
+pub struct InFlight<'a> {
+    upstream: &'a Upstream,
 }
 
-impl Drop for InFlight {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        *lock(&self.last_used) = Instant::now();
-        self.count
+        self.upstream.touch();
+        self.upstream
+            .in_flight
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
@@ -278,8 +280,9 @@ impl Upstream {
             slots: spec
                 .max_concurrent
                 .map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
-            in_flight: Arc::default(),
-            last_used: Arc::new(Mutex::new(Instant::now())),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            last_used_ms: std::sync::atomic::AtomicU64::new(0),
+            epoch: Instant::now(),
             wake: tokio::sync::Notify::new(),
             spec,
         })
@@ -293,14 +296,25 @@ impl Upstream {
     }
 
     /// Counts a request in flight until the returned guard drops.
-    pub fn begin_request(&self) -> InFlight {
+    pub fn begin_request(&self) -> InFlight<'_> {
         self.in_flight
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        *lock(&self.last_used) = Instant::now();
-        InFlight {
-            count: self.in_flight.clone(),
-            last_used: self.last_used.clone(),
-        }
+        self.touch();
+        InFlight { upstream: self }
+    }
+
+    fn touch(&self) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        self.last_used_ms
+            .store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long no request has begun or ended.
+    fn idle_for(&self) -> Duration {
+        let last = self.last_used_ms.load(std::sync::atomic::Ordering::Relaxed);
+        self.epoch
+            .elapsed()
+            .saturating_sub(Duration::from_millis(last))
     }
 
     /// The server's lifecycle state by name: `initializing`, `ready`, `running` (requests in
@@ -324,7 +338,8 @@ impl Upstream {
     /// Starts a suspended server again and waits until it is ready (or failed), within
     /// `limit`; returns at once for a server that is not suspended.
     pub async fn resume(&self, limit: Duration) {
-        if self.state() != UpstreamState::Suspended {
+        // Only a server with `idle_suspend_secs` is ever suspended: others skip even the look.
+        if self.spec.idle_suspend.is_none() || *self.state.borrow() != UpstreamState::Suspended {
             return;
         }
         let mut rx = self.state.subscribe();
@@ -339,6 +354,11 @@ impl Upstream {
     /// The request slots of a server with `max_concurrent`.
     pub fn slots(&self) -> Option<&Arc<tokio::sync::Semaphore>> {
         self.slots.as_ref()
+    }
+
+    /// The state, as it changes.
+    pub fn watch_state(&self) -> tokio::sync::watch::Receiver<UpstreamState> {
+        self.state.subscribe()
     }
 
     pub fn state(&self) -> UpstreamState {
@@ -772,7 +792,7 @@ impl Upstream {
             tokio::select! {
                 _ = tick(&mut idle_check) => {
                     let idle = self.spec.idle_suspend.unwrap_or(Duration::MAX);
-                    if self.requests_in_flight() == 0 && lock(&self.last_used).elapsed() >= idle {
+                    if self.requests_in_flight() == 0 && self.idle_for() >= idle {
                         tracing::info!(server = %self.name, "idle: stopping the server until the next request");
                         // Requests from here on wake the supervisor instead of using this peer.
                         *write(&self.peer) = None;
