@@ -95,8 +95,14 @@ async fn main() {
         .await
         .unwrap();
     write(&log, 1_000_000 - 200_000 - 200_000 - 64_000).await;
+    // The trail as it is a second after its last write on a running gateway: the write-ahead
+    // log copied into the database file (see `store::checkpoint_wal`), outside the timed part.
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(store.pool())
+        .await
+        .unwrap();
     let start = Instant::now();
-    let report = audit::verify(store.pool(), &key.verifying_key())
+    let report = audit::verify(store.pool(), &key.verifying_key(), &[])
         .await
         .unwrap();
     let elapsed = start.elapsed();

@@ -18,6 +18,11 @@ pub(crate) enum AuditCommand {
         /// The audit public key (PEM); default: the key in the data directory.
         #[arg(long)]
         public_key: Option<PathBuf>,
+        /// A file written by `audit anchor`, kept outside the database (repeatable). The
+        /// trail must still reach every checkpoint in it, with the same hash: records removed
+        /// from the end together with their checkpoints are found this way.
+        #[arg(long = "anchor", value_name = "FILE")]
+        anchors: Vec<PathBuf>,
         #[arg(long, short, default_value = "gateway.toml")]
         config: PathBuf,
         #[arg(long)]
@@ -60,6 +65,31 @@ pub(crate) enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print the newest signed checkpoint of every writer as JSON lines, to keep outside the
+    /// database (a write-once bucket, a log service, a ticket) and give back to
+    /// `audit verify --anchor`.
+    Anchor {
+        #[arg(long, short, default_value = "gateway.toml")]
+        config: PathBuf,
+    },
+    /// Move the records committed before a time out of the database into an archive file
+    /// (JSON lines), after checking the trail and recording the retention in it. Each chain
+    /// keeps its newer records, which still verify.
+    Retain {
+        /// Records committed before this time (Unix seconds) go.
+        #[arg(long)]
+        before: i64,
+        /// The archive to create (it must not exist yet).
+        #[arg(long)]
+        archive: PathBuf,
+        /// Who did it, for the record.
+        #[arg(long)]
+        by: String,
+        #[arg(long, short, default_value = "gateway.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the public key that verifies the trail (PEM).
     Key {
         #[arg(long, short, default_value = "gateway.toml")]
@@ -71,9 +101,11 @@ pub(crate) async fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
     match command {
         AuditCommand::Verify {
             public_key,
+            anchors,
             config,
             json,
         } => {
+            let anchors = read_anchors(&anchors)?;
             let loaded = Config::load(&config)?;
             let key = match public_key {
                 Some(path) => {
@@ -88,7 +120,7 @@ pub(crate) async fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
                 .verifying_key(),
             };
             let store = crate::open_store(&config).await?;
-            let report = audit::verify(store.pool(), &key).await?;
+            let report = audit::verify(store.pool(), &key, &anchors).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -107,6 +139,49 @@ pub(crate) async fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        AuditCommand::Retain {
+            before,
+            archive,
+            by,
+            config,
+            json,
+        } => {
+            let loaded = Config::load(&config)?;
+            let store = crate::open_store(&config).await?;
+            let trail = audit::Audit::open(store.pool().clone(), &loaded.storage.data_dir)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            let done = audit::retention::retain(
+                store.pool(),
+                &trail.public_key,
+                &trail.log,
+                before.saturating_mul(1000),
+                &archive,
+                &by,
+            )
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&done)?);
+            } else {
+                println!(
+                    "{} records and {} checkpoints moved to {} (sha256 {}); recorded as {}#{}",
+                    done.records,
+                    done.checkpoints,
+                    archive.display(),
+                    done.archive_sha256,
+                    trail.log.writer(),
+                    done.seq
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Anchor { config } => {
+            let store = crate::open_store(&config).await?;
+            for anchor in audit::anchors(store.pool()).await? {
+                println!("{}", serde_json::to_string(&anchor)?);
+            }
+            Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Export {
             since,
@@ -214,6 +289,24 @@ pub(crate) async fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// The decision a recorded tool decision gets under `engine`, from its recorded evidence.
+/// The checkpoints in files written by `audit anchor`: one JSON object per line.
+fn read_anchors(paths: &[PathBuf]) -> anyhow::Result<Vec<audit::chain::StoredCheckpoint>> {
+    let mut anchors = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            anchors.push(serde_json::from_str(line).map_err(|e| {
+                anyhow::anyhow!("{}:{}: not an audit anchor: {e}", path.display(), i + 1)
+            })?);
+        }
+    }
+    Ok(anchors)
+}
+
 fn replay(engine: &PolicyEngine, record: &serde_json::Value) -> Option<gateway::policy::Decision> {
     if record["kind"] != "decision" {
         return None;

@@ -250,6 +250,18 @@ impl ServerHandler for GatewayHandler {
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        // The session's start goes into the audit trail, and so to `/admin/events`.
+        match self.identity(&context.extensions) {
+            Ok(who) => {
+                let info = context.peer.peer_info();
+                let record =
+                    crate::audit::session_record(&who, &self.session_name(), info.as_deref());
+                if let Err(e) = self.gateway.audit.log.record_nowait(&record) {
+                    tracing::error!(error = %e, "cannot record a session's start");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e.message, "a session started without an identity"),
+        }
         self.gateway
             .sessions
             .attach_peer(self.session.id, context.peer);

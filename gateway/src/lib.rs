@@ -89,6 +89,7 @@ impl Gateway {
             )
             .map_err(|e| tracing::error!(error = %e, "cannot build the key discovery client"))
             .ok(),
+            revocation_recheck: config.trust.revocation_recheck,
             health_interval: config.routing.health_interval,
             health_timeout: config.routing.health_timeout,
             shutdown: shutdown.clone(),

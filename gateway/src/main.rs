@@ -1015,7 +1015,11 @@ async fn shutdown_signal() {
 /// Loads the config, opens the database, adds the imported servers and starts the gateway.
 async fn start(path: &std::path::Path) -> anyhow::Result<(Arc<Gateway>, Store)> {
     let mut config = Config::load(path)?;
-    let store = Store::open(&config.storage.database_url).await?;
+    let store = Store::open_with(
+        &config.storage.database_url,
+        config.storage.sqlite_synchronous,
+    )
+    .await?;
     store.record_config_servers(&config.servers).await?;
     let base = path
         .parent()

@@ -5,9 +5,12 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sqlx::{AnyPool, Row, any::AnyPoolOptions};
+use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row, any::AnyPoolOptions};
 
-use crate::config::{ServerSpec, TransportSpec, raw::RawServer};
+use crate::config::{
+    ServerSpec, TransportSpec,
+    raw::{RawServer, SqliteSynchronous},
+};
 
 /// Why the database could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +43,26 @@ pub struct StoredServer {
     pub updated_at: i64,
 }
 
+/// Copies SQLite's write-ahead log into the database file, without waiting for readers or
+/// writers (`PASSIVE`). Every pooled connection leaves checkpoints to the caller of this (with
+/// `synchronous = NORMAL` a checkpoint syncs the file, milliseconds that a commit crossing
+/// SQLite's size threshold would otherwise wait). It is the audit writer that calls it, between
+/// two of its commits: only a checkpoint that completes before the next write transaction
+/// begins lets that transaction start the log over, so a checkpointer running beside a steady
+/// writer would let the log grow without end. Returns `false` for another database.
+pub async fn checkpoint_wal(pool: &AnyPool) -> bool {
+    if pool.connect_options().database_url.scheme() != "sqlite" {
+        return false;
+    }
+    if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        .execute(pool)
+        .await
+    {
+        tracing::debug!(error = %e, "WAL checkpoint skipped");
+    }
+    true
+}
+
 /// The open database.
 #[derive(Clone)]
 pub struct Store {
@@ -54,8 +77,17 @@ fn now() -> i64 {
 }
 
 impl Store {
-    /// Opens (creating a SQLite file when needed) and migrates the database at `url`.
+    /// Opens (creating a SQLite file when needed) and migrates the database at `url`, with
+    /// SQLite commits done once they are in the write-ahead log.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_with(url, SqliteSynchronous::Normal).await
+    }
+
+    /// [`Self::open`] with the given SQLite `synchronous` setting.
+    ///
+    /// A SQLite database is put in WAL mode: readers do not block the writer, and a commit is
+    /// one append to the log rather than a rollback journal written, synced and deleted.
+    pub async fn open_with(url: &str, synchronous: SqliteSynchronous) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let connect_url = if let Some(path) = url.strip_prefix("sqlite://") {
             if let Some(parent) =
@@ -71,14 +103,54 @@ impl Store {
         } else {
             url.to_owned()
         };
+        let open_error = |source| StoreError::Open {
+            url: redact_url(url),
+            source,
+        };
+        if url.starts_with("sqlite:") {
+            // The journal mode belongs to the file: set it once, before the pool's connections.
+            let mut conn = AnyConnection::connect(&connect_url)
+                .await
+                .map_err(open_error)?;
+            let mode = sqlx::query("PRAGMA journal_mode = WAL")
+                .fetch_optional(&mut conn)
+                .await
+                .and_then(|row| row.map(|r| r.try_get::<String, _>(0)).transpose());
+            match mode {
+                Ok(Some(mode)) if mode == "wal" || mode == "memory" => {}
+                // Another process holding the file in rollback mode keeps it there; the data is
+                // as safe, commits are only slower.
+                other => tracing::warn!(
+                    result = ?other,
+                    "the SQLite database could not be put in WAL mode; commits will be slower"
+                ),
+            }
+            conn.close().await.map_err(open_error)?;
+        }
+        let synchronous = match synchronous {
+            SqliteSynchronous::Normal => "PRAGMA synchronous = NORMAL",
+            SqliteSynchronous::Full => "PRAGMA synchronous = FULL",
+        };
         let pool = AnyPoolOptions::new()
             .max_connections(4)
+            // A SQLite connection is a file handle, not a socket that can go stale: testing it
+            // would be one more round trip to its worker thread for every query.
+            .test_before_acquire(!url.starts_with("sqlite:"))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if conn.backend_name() == "SQLite" {
+                        conn.execute(synchronous).await?;
+                        // See `checkpoint_wal`. After a checkpoint lets the log start over,
+                        // the file is cut back to this size.
+                        conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
+                        conn.execute("PRAGMA journal_size_limit = 33554432").await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect(&connect_url)
             .await
-            .map_err(|source| StoreError::Open {
-                url: redact_url(url),
-                source,
-            })?;
+            .map_err(open_error)?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Self { pool })
     }
@@ -248,6 +320,34 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         round_trip(&format!("sqlite://{}/sub/gateway.db", dir.path().display())).await;
         assert!(dir.path().join("sub/gateway.db").exists());
+    }
+
+    /// The file is in WAL mode, and every pooled connection has the configured `synchronous`
+    /// (1 = NORMAL, 2 = FULL), including ones opened after the first.
+    #[tokio::test]
+    async fn sqlite_is_wal_with_the_configured_synchronous() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/gateway.db", dir.path().display());
+        for (setting, expected) in [(SqliteSynchronous::Normal, 1), (SqliteSynchronous::Full, 2)] {
+            let store = Store::open_with(&url, setting).await.unwrap();
+            let mut held = Vec::new();
+            for _ in 0..3 {
+                let mut conn = store.pool().acquire().await.unwrap();
+                let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+                    .fetch_one(&mut *conn)
+                    .await
+                    .unwrap();
+                assert_eq!(mode, "wal");
+                let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                    .fetch_one(&mut *conn)
+                    .await
+                    .unwrap();
+                assert_eq!(synchronous, expected, "{setting:?}");
+                held.push(conn);
+            }
+            drop(held);
+            store.pool().close().await;
+        }
     }
 
     #[tokio::test]

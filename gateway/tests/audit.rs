@@ -215,6 +215,65 @@ async fn calls_are_recorded_verified_queried_and_replayed() {
         &path,
     );
     assert_eq!(code, 0);
+
+    // An anchor kept outside the database catches what the database alone cannot: the newest
+    // records removed together with their checkpoints.
+    let (code, anchor, _) = cli(&["audit", "anchor", "--config", config], &path);
+    assert_eq!(code, 0);
+    std::fs::write(path.join("anchor.jsonl"), &anchor).unwrap();
+    let newest: serde_json::Value = serde_json::from_str(
+        anchor
+            .lines()
+            .find(|l| l.contains(&format!("\"{}\"", gw.gateway.audit.log.writer())))
+            .expect("the gateway's chain is anchored"),
+    )
+    .unwrap();
+    let verify_anchored = || {
+        cli(
+            &[
+                "audit",
+                "verify",
+                "--anchor",
+                "anchor.jsonl",
+                "--config",
+                config,
+            ],
+            &path,
+        )
+    };
+    assert_eq!(verify_anchored().0, 0);
+    let seq = newest["seq"].as_i64().unwrap();
+    // Cut at the checkpoint before the newest, so what is left is all signed.
+    let kept: i64 =
+        sqlx::query_scalar("SELECT MAX(seq) FROM audit_checkpoints WHERE writer = $1 AND seq < $2")
+            .bind(gw.gateway.audit.log.writer())
+            .bind(seq)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    for table in ["audit_checkpoints", "audit_records"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE writer = $1 AND seq > $2"
+        )))
+        .bind(gw.gateway.audit.log.writer())
+        .bind(kept)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        cli(&["audit", "verify", "--config", config], &path).0,
+        0,
+        "without the anchor the shortened trail looks whole"
+    );
+    let (code, stdout, _) = verify_anchored();
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "ends at #{kept}, but a checkpoint or anchor names #{seq}"
+        )),
+        "{stdout}"
+    );
 }
 
 /// Runs the gateway binary under a load of calls, kills it with SIGKILL mid-load, and checks
@@ -315,13 +374,16 @@ async fn answered_calls_survive_kill_9_with_sqlite() {
     survives_kill_9("[storage]\ndata_dir = \"state\"").await;
 }
 
-#[tokio::test]
-async fn answered_calls_survive_kill_9_with_postgres() {
+/// A Postgres database of its own under `TEST_DATABASE_URL` (so other tests' deliberately
+/// tampered chains are not in it), given to `test` as a URL and dropped afterwards. `None`
+/// when `TEST_DATABASE_URL` is not set.
+async fn with_own_postgres<F: std::future::Future<Output = ()>>(
+    test: impl FnOnce(String) -> F,
+) -> Option<()> {
     let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
         eprintln!("skipped: TEST_DATABASE_URL is not set");
-        return;
+        return None;
     };
-    // A database of its own, so other tests' (deliberately tampered) chains are not in it.
     sqlx::any::install_default_drivers();
     let admin = sqlx::AnyPool::connect(&url).await.unwrap();
     let name = format!("audit_{}", uuid::Uuid::new_v4().simple());
@@ -333,15 +395,195 @@ async fn answered_calls_survive_kill_9_with_postgres() {
         Some((base, _)) => format!("{base}/{name}"),
         None => panic!("TEST_DATABASE_URL has no database name: {url}"),
     };
-    survives_kill_9(&format!(
-        "[storage]\ndata_dir = \"state\"\ndatabase_url = {own:?}"
-    ))
-    .await;
+    test(own).await;
     let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE {name} WITH (FORCE)"
     )))
     .execute(&admin)
     .await;
+    Some(())
+}
+
+#[tokio::test]
+async fn answered_calls_survive_kill_9_with_postgres() {
+    with_own_postgres(|own| async move {
+        survives_kill_9(&format!(
+            "[storage]\ndata_dir = \"state\"\ndatabase_url = {own:?}"
+        ))
+        .await
+    })
+    .await;
+}
+
+/// Appends records `from..=to` to `log` (the body names `i`), waiting for the last.
+async fn append(log: &gateway::audit::AuditLog, from: i64, to: i64) {
+    for i in from..to {
+        log.record_nowait(&serde_json::json!({"kind": "test", "i": i}))
+            .unwrap();
+    }
+    assert_eq!(
+        log.record(&serde_json::json!({"kind": "test", "i": to}))
+            .await
+            .unwrap(),
+        to
+    );
+}
+
+/// Waits for the next whole second (`--before` takes Unix seconds) and returns it.
+async fn next_second() -> i64 {
+    let now = gateway::audit::now_ms();
+    tokio::time::sleep(Duration::from_millis((1000 - now % 1000 + 5) as u64)).await;
+    now / 1000 + 1
+}
+
+/// `audit retain` moves a chain's old records into an archive, the rest still verifies (twice,
+/// the second time cutting the chain that holds the first retention), a live writer goes on
+/// after the cut, and a record removed any other way is still found.
+async fn retention_is_audited_and_the_rest_verifies(database_url: Option<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path();
+    let database = database_url
+        .as_ref()
+        .map(|u| format!("database_url = {u:?}\n"))
+        .unwrap_or_default();
+    std::fs::write(
+        path.join("gateway.toml"),
+        format!("[storage]\ndata_dir = \"state\"\n{database}"),
+    )
+    .unwrap();
+    let config = gateway::config::Config::load(&path.join("gateway.toml")).unwrap();
+    let store = gateway::store::Store::open(&config.storage.database_url)
+        .await
+        .unwrap();
+    let trail = gateway::audit::Audit::open(store.pool().clone(), &config.storage.data_dir)
+        .await
+        .unwrap();
+    let log = &trail.log;
+    let verify = || cli(&["audit", "verify"], path);
+    let retain = |before: i64, archive: &str| {
+        cli(
+            &[
+                "audit",
+                "retain",
+                "--before",
+                &before.to_string(),
+                "--archive",
+                archive,
+                "--by",
+                "sec",
+                "--json",
+            ],
+            path,
+        )
+    };
+    let remaining = || async {
+        sqlx::query_scalar::<_, i64>("SELECT seq FROM audit_records WHERE writer = $1 ORDER BY seq")
+            .bind(log.writer())
+            .fetch_all(store.pool())
+            .await
+            .unwrap()
+    };
+
+    append(log, 1, 10).await;
+    let first = next_second().await;
+    append(log, 11, 20).await;
+    let (code, stdout, stderr) = retain(first, "first.jsonl");
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let done: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(done["records"], 10, "{done}");
+    assert_eq!(remaining().await, (11..=20).collect::<Vec<_>>());
+    // The archive holds the ten records, and its SHA-256 is the one recorded.
+    let archive = std::fs::read(path.join("first.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = archive
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    let seqs: Vec<i64> = lines
+        .iter()
+        .filter(|l| l["type"] == "record" && l["writer"] == log.writer())
+        .map(|l| l["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
+    let sha = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&archive)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    assert_eq!(done["archive_sha256"], sha.as_str());
+    let (code, stdout, _) = verify();
+    assert_eq!(code, 0, "{stdout}");
+
+    // The retention is itself a record, naming who, the archive and where the chain starts.
+    let (_, export, _) = cli(&["audit", "export"], path);
+    let retention: serde_json::Value = export
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["record"]["kind"] == "retention")
+        .expect("a retention record")["record"]
+        .clone();
+    assert_eq!(retention["by"], "sec");
+    assert_eq!(retention["archive"]["sha256"], sha.as_str());
+    assert!(
+        retention["bases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["writer"] == log.writer() && b["seq"] == 10),
+        "{retention}"
+    );
+
+    // Later, a second retention also takes the whole chain that recorded the first one: its
+    // record carries the first one's bases forward, and everything left still verifies.
+    let second = next_second().await;
+    append(log, 21, 25).await;
+    let (code, stdout, stderr) = retain(second, "second.jsonl");
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(remaining().await, (21..=25).collect::<Vec<_>>());
+    let (_, export, _) = cli(&["audit", "export"], path);
+    let retentions: Vec<serde_json::Value> = export
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["record"]["kind"] == "retention")
+        .collect();
+    assert_eq!(retentions.len(), 1, "the first retention's chain was cut");
+    assert_ne!(retentions[0]["record"]["archive"]["sha256"], sha.as_str());
+    let (code, stdout, _) = verify();
+    assert_eq!(code, 0, "{stdout}");
+    // The writer that was cut goes on; its chain still links.
+    append(log, 26, 27).await;
+    let (code, stdout, _) = verify();
+    assert_eq!(code, 0, "{stdout}");
+
+    // A record removed without a retention is still missing, and retention then refuses,
+    // creating no archive.
+    sqlx::query("DELETE FROM audit_records WHERE writer = $1 AND seq = 21")
+        .bind(log.writer())
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let (code, stdout, _) = verify();
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains(&format!("record {}#21 is missing", log.writer())),
+        "{stdout}"
+    );
+    let (code, _, stderr) = retain(next_second().await, "third.jsonl");
+    assert_ne!(code, 0);
+    assert!(stderr.contains("does not verify"), "{stderr}");
+    assert!(!path.join("third.jsonl").exists());
+}
+
+#[tokio::test]
+async fn retention_is_audited_and_the_rest_verifies_with_sqlite() {
+    retention_is_audited_and_the_rest_verifies(None).await;
+}
+
+#[tokio::test]
+async fn retention_is_audited_and_the_rest_verifies_with_postgres() {
+    with_own_postgres(|own| retention_is_audited_and_the_rest_verifies(Some(own))).await;
 }
 
 /// Reads SSE events from `response` until `done` says so; returns (event, id) pairs.
@@ -361,7 +603,13 @@ async fn read_events(
                         .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
                 };
                 if let Some(id) = field("id:") {
-                    events.push((field("event:").unwrap_or_default(), id.parse().unwrap()));
+                    // A record's kind stands for its event type.
+                    let kind = field("data:")
+                        .and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok())
+                        .and_then(|d| d["kind"].as_str().map(str::to_owned));
+                    let event = field("event:").unwrap_or_default();
+                    assert!(kind.is_some() || event != "record", "{block}");
+                    events.push((kind.unwrap_or(event), id.parse().unwrap()));
                 }
             }
             if done(&events) {
@@ -409,7 +657,8 @@ async fn a_watcher_that_reconnects_gets_exactly_the_events_it_missed() {
     let mut stream = open(&admin, None).await.unwrap();
     assert_eq!(stream.status(), 200);
     let url = gw.url();
-    // Each call is a decision record and an outcome record: two events.
+    // Each call here is a session of its own: a session-start record, a decision record and an
+    // outcome record, three events.
     for i in 0..3 {
         call(
             &url,
@@ -420,16 +669,68 @@ async fn a_watcher_that_reconnects_gets_exactly_the_events_it_missed() {
         .await
         .unwrap();
     }
+    // The stream also carries the gateway's own records (the demo server's runner events and
+    // tool states, from its start), so the calls' events are counted by kind, and the ids of
+    // everything are checked for gaps and repeats.
+    let calls = |n: usize| {
+        move |events: &[(String, u64)]| {
+            events
+                .iter()
+                .filter(|e| matches!(e.0.as_str(), "session-start" | "decision" | "outcome"))
+                .count()
+                >= 3 * n
+        }
+    };
+    let consecutive = |events: &[(String, u64)], after: u64| {
+        assert_eq!(
+            events.iter().map(|e| e.1).collect::<Vec<_>>(),
+            (after + 1..=after + events.len() as u64).collect::<Vec<_>>(),
+            "{events:?}"
+        );
+    };
     let mut buffer = String::new();
-    let seen = read_events(&mut stream, &mut buffer, |e| e.len() >= 6).await;
+    let seen = read_events(&mut stream, &mut buffer, calls(3)).await;
+    consecutive(&seen, 0);
+    let mut kinds: Vec<&str> = seen
+        .iter()
+        .map(|e| e.0.as_str())
+        .filter(|k| matches!(*k, "session-start" | "decision" | "outcome"))
+        .collect();
+    kinds.sort_unstable();
     assert_eq!(
-        seen.iter().map(|e| e.1).collect::<Vec<_>>(),
-        [1, 2, 3, 4, 5, 6]
+        kinds,
+        [
+            "decision",
+            "decision",
+            "decision",
+            "outcome",
+            "outcome",
+            "outcome",
+            "session-start",
+            "session-start",
+            "session-start"
+        ]
     );
-    assert!(seen.iter().all(|e| e.0 == "record"));
+    // Who started each session, over which door, and what the client said it was.
+    let bodies: Vec<String> = sqlx::query_scalar(
+        "SELECT body FROM audit_records WHERE body LIKE '%\"kind\":\"session-start\"%' ORDER BY seq",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(bodies.len(), 3);
+    for body in &bodies {
+        let record: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(record["client"], "alice", "{record}");
+        assert_eq!(record["via"], "api-key", "{record}");
+        assert_eq!(record["clientInfo"]["name"], "rmcp", "{record}");
+        assert!(record["protocolVersion"].as_str().is_some(), "{record}");
+        assert!(record["session"].as_str().is_some(), "{record}");
+    }
+    let last = seen.last().map_or(0, |e| e.1);
     drop(stream);
 
-    // While away: two more calls, four more events.
+    // While away: two more calls, six more events of theirs.
     for i in 0..2 {
         call(
             &url,
@@ -440,17 +741,15 @@ async fn a_watcher_that_reconnects_gets_exactly_the_events_it_missed() {
         .await
         .unwrap();
     }
-    let mut stream = open(&admin, Some(6)).await.unwrap();
+    let mut stream = open(&admin, Some(last)).await.unwrap();
     let mut buffer = String::new();
-    let missed = read_events(&mut stream, &mut buffer, |e| e.len() >= 4).await;
-    assert_eq!(
-        missed.iter().map(|e| e.1).collect::<Vec<_>>(),
-        [7, 8, 9, 10]
-    );
+    let missed = read_events(&mut stream, &mut buffer, calls(2)).await;
+    consecutive(&missed, last);
+    let last = missed.last().map_or(last, |e| e.1);
     // And then the live ones, with nothing repeated.
     call(&url, &user, "demo__echo", serde_json::json!({"text": "c"}))
         .await
         .unwrap();
-    let live = read_events(&mut stream, &mut buffer, |e| e.len() >= 2).await;
-    assert_eq!(live.iter().map(|e| e.1).collect::<Vec<_>>(), [11, 12]);
+    let live = read_events(&mut stream, &mut buffer, calls(1)).await;
+    consecutive(&live, last);
 }

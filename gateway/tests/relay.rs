@@ -415,6 +415,18 @@ async fn a_hung_upstream_times_out_calls_and_is_restarted() {
     assert_eq!(text(&result), "thawed");
 }
 
+/// Waits (up to 15 s) until `upstream` is suspended.
+async fn until_suspended(upstream: &gateway::upstream::Upstream) {
+    let mut state = upstream.watch_state();
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        state.wait_for(|s| *s == gateway::upstream::UpstreamState::Suspended),
+    )
+    .await
+    .expect("suspended within 15 s")
+    .unwrap();
+}
+
 #[tokio::test]
 async fn an_idle_server_is_stopped_and_started_again_by_the_next_call() {
     let gw = common::start(&format!(
@@ -425,14 +437,7 @@ async fn an_idle_server_is_stopped_and_started_again_by_the_next_call() {
     let client = connect(&gw.url()).await;
     let upstream = gw.gateway.registry.get("demo").unwrap().clone();
     let first = upstream.pid().expect("a running process");
-    let mut state = upstream.watch_state();
-    tokio::time::timeout(
-        Duration::from_secs(15),
-        state.wait_for(|s| *s == gateway::upstream::UpstreamState::Suspended),
-    )
-    .await
-    .expect("suspended within 15 s")
-    .unwrap();
+    until_suspended(&upstream).await;
     // Its tools stay listed, and a call starts it again.
     let tools = client.service.list_all_tools().await.unwrap();
     assert!(tools.iter().any(|t| t.name == "demo__echo"));
@@ -449,4 +454,48 @@ async fn an_idle_server_is_stopped_and_started_again_by_the_next_call() {
         !std::path::Path::new(&format!("/proc/{first}")).exists(),
         "the idle sandbox is gone"
     );
+}
+
+#[tokio::test]
+async fn a_server_is_terminated_with_its_process_when_the_gateway_stops() {
+    let gw = common::start(&common::demo_server("demo")).await;
+    let upstream = gw.gateway.registry.get("demo").unwrap().clone();
+    assert_eq!(upstream.lifecycle(), "ready");
+    let pid = upstream.pid().expect("a running process");
+    gw.gateway.stop(Duration::from_secs(15)).await;
+    assert_eq!(upstream.lifecycle(), "terminated");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the sandbox is gone"
+    );
+    let Err(error) = upstream.peer() else {
+        panic!("a peer after stop")
+    };
+    assert!(error.to_string().contains("shutting down"), "{error}");
+}
+
+#[tokio::test]
+async fn a_lazy_server_runs_for_its_catalog_then_only_once_a_request_needs_it() {
+    let gw = common::start(&format!("{}lazy = true\n", common::demo_server("demo"))).await;
+    let upstream = gw.gateway.registry.get("demo").unwrap().clone();
+    until_suspended(&upstream).await;
+    // Its process is gone soon after (the state changes first, so no request is lost).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while upstream.pid().is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "the process stayed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Its verified tools are listed without it running; a call starts it.
+    let client = connect(&gw.url()).await;
+    let tools = client.service.list_all_tools().await.unwrap();
+    assert!(tools.iter().any(|t| t.name == "demo__echo"));
+    assert_eq!(upstream.lifecycle(), "suspended");
+    let result = client
+        .service
+        .call_tool(call("demo__echo", serde_json::json!({"text": "woken"})))
+        .await
+        .unwrap();
+    assert_eq!(text(&result), "woken");
+    assert_eq!(upstream.lifecycle(), "ready");
+    assert!(upstream.pid().is_some());
 }

@@ -9,7 +9,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
 
 use rmcp::{
     ClientHandler, RoleClient, ServiceExt,
@@ -364,6 +367,115 @@ async fn keys_are_discovered_from_the_publisher_domain_and_revocation_fails_clos
     let (state, why) = echo_state_with_domain(&base).await;
     assert_eq!(state, "rejected");
     assert!(why.contains("revocation cannot be checked"), "{why}");
+}
+
+/// A publisher's key server whose documents change while the gateway runs: the
+/// `.well-known` document (with `revoked_keys` and a `revocation_endpoint`) and the status of
+/// the revocation endpoint. Returns the base URL and the handles to change them.
+async fn changing_key_server() -> (
+    String,
+    Arc<Mutex<Vec<String>>>,
+    Arc<Mutex<axum::http::StatusCode>>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let revoked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let status = Arc::new(Mutex::new(axum::http::StatusCode::OK));
+    let pem = std::fs::read_to_string(demo_key()).unwrap();
+    let (doc_revoked, doc_base) = (revoked.clone(), base.clone());
+    let endpoint_status = status.clone();
+    let router = axum::Router::new()
+        .route(
+            "/.well-known/schemapin.json",
+            axum::routing::get(move || {
+                let revoked = doc_revoked.lock().unwrap().clone();
+                let document = serde_json::json!({
+                    "schema_version": "1.2",
+                    "public_key_pem": pem,
+                    "revoked_keys": revoked,
+                    "revocation_endpoint": format!("{doc_base}/revocations"),
+                });
+                async move { document.to_string() }
+            }),
+        )
+        .route(
+            "/revocations",
+            axum::routing::get(move || {
+                let status = *endpoint_status.lock().unwrap();
+                let body = serde_json::json!({
+                    "schemapin_version": "1.2",
+                    "domain": "example.com",
+                    "updated_at": "2026-11-23T00:00:00Z",
+                    "revoked_keys": [],
+                })
+                .to_string();
+                async move { (status, body) }
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (base, revoked, status)
+}
+
+/// Waits (up to 20 s) until the tool `echo` of `upstream` is in `state`; returns why.
+async fn until_state(upstream: &gateway::upstream::Upstream, state: &str) -> String {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let trust = upstream.catalog().states["echo"].clone();
+        if trust.state() == state {
+            return format!("{:?}", trust.signature);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "echo stayed {} ({:?}), expected {state}",
+            trust.state(),
+            trust.signature
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_key_its_publisher_revokes_while_the_server_runs_is_rejected_without_a_reconnect() {
+    let (base, revoked, status) = changing_key_server().await;
+    let gw = common::start(&format!(
+        "[trust]\nallow_http_loopback_discovery = true\nrevocation_recheck_secs = 1\n{}domain = {base:?}\n",
+        common::demo_server("published"),
+    ))
+    .await;
+    let upstream = gw.gateway.registry.get("published").unwrap().clone();
+    assert_eq!(upstream.catalog().states["echo"].state(), "verified");
+    assert!(
+        visible(&gw.url())
+            .await
+            .contains(&"published__echo".to_owned())
+    );
+
+    // The publisher revokes the key in its `.well-known` document: the tool is rejected and
+    // leaves the list, with the server still connected.
+    revoked.lock().unwrap().push(demo_fingerprint());
+    let why = until_state(&upstream, "rejected").await;
+    assert!(why.contains("is revoked"), "{why}");
+    assert!(
+        !visible(&gw.url())
+            .await
+            .contains(&"published__echo".to_owned())
+    );
+
+    // A list that comes back without it (the publisher's decision) serves the tool again.
+    revoked.lock().unwrap().clear();
+    until_state(&upstream, "verified").await;
+
+    // The revocation endpoint fails: closed, not assumed fine, until it answers again.
+    *status.lock().unwrap() = axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+    let why = until_state(&upstream, "rejected").await;
+    assert!(why.contains("revocation cannot be checked"), "{why}");
+    *status.lock().unwrap() = axum::http::StatusCode::OK;
+    until_state(&upstream, "verified").await;
+    assert!(
+        visible(&gw.url())
+            .await
+            .contains(&"published__echo".to_owned())
+    );
 }
 
 fn cli(args: &[&str], dir: &Path) -> String {

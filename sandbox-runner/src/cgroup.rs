@@ -424,15 +424,18 @@ impl Drop for Cgroups {
     fn drop(&mut self) {
         for dir in &self.dirs {
             // A cgroup can be removed once its last process has been reaped, which may take the
-            // kernel a moment after the runner's wait returned.
-            for attempt in 0..50 {
+            // kernel a moment after the runner's wait returned, longer on a loaded host. Wait up
+            // to about two seconds; what is still there then, the next runner's sweep removes.
+            let mut pause = std::time::Duration::from_millis(1);
+            for attempt in 0..20 {
                 if fs::remove_dir(&dir.path).is_ok() || !dir.path.exists() {
                     break;
                 }
                 if attempt == 0 {
                     let _ = write(&dir.path.join("cgroup.kill"), "1");
                 }
-                std::thread::sleep(std::time::Duration::from_millis(2));
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(200));
             }
         }
     }

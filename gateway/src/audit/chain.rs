@@ -46,6 +46,11 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A record hash from its lowercase hex.
+pub fn unhex_hash(text: &str) -> Option<[u8; 32]> {
+    unhex(text)
+}
+
 fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
     if text.len() != N * 2 {
         return None;
@@ -68,8 +73,8 @@ pub struct StoredRecord {
     pub hash: String,
 }
 
-/// One stored checkpoint.
-#[derive(Debug, Clone)]
+/// One stored checkpoint; also the form of an anchor (`mcp-gateway audit anchor`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct StoredCheckpoint {
     pub writer: String,
     pub seq: i64,
@@ -99,6 +104,10 @@ pub enum Problem {
     BadCheckpoint { writer: String, seq: i64 },
     /// Records after `last` were removed: a checkpoint points to `seq`.
     Truncated { writer: String, last: i64, seq: i64 },
+    /// Records from `seq` on are covered by no signed checkpoint. The gateway stores every
+    /// record in the same transaction as a checkpoint that covers it, so these were added
+    /// by someone else.
+    Unsigned { writer: String, seq: i64 },
 }
 
 impl std::fmt::Display for Problem {
@@ -129,9 +138,13 @@ impl std::fmt::Display for Problem {
                     "the checkpoint at {writer}#{seq} is not signed by the audit key"
                 )
             }
+            Self::Unsigned { writer, seq } => write!(
+                f,
+                "records {writer}#{seq} and after are covered by no signed checkpoint: they were added by something other than the gateway"
+            ),
             Self::Truncated { writer, last, seq } => write!(
                 f,
-                "the trail of {writer} was truncated: it ends at #{last}, but a checkpoint names #{seq}"
+                "the trail of {writer} was truncated: it ends at #{last}, but a checkpoint or anchor names #{seq}"
             ),
         }
     }
@@ -139,17 +152,25 @@ impl std::fmt::Display for Problem {
 
 /// Checks one writer's records (in `seq` order) against its checkpoints (in `seq` order) and the
 /// audit public key. Returns the number of records checked, or the first problem.
+///
+/// `base` is where a chain cut by retention starts: its records after `base.0` follow a record
+/// with hash `base.1` (hex). Records and checkpoints up to the base are not checked (they are
+/// in the retention's archive; a failed deletion may have left some).
 pub fn verify_writer(
     records: impl IntoIterator<Item = StoredRecord>,
     checkpoints: &[StoredCheckpoint],
     key: &VerifyingKey,
+    base: Option<(i64, &str)>,
 ) -> Result<u64, Problem> {
-    let mut prev = GENESIS;
-    let mut expected = 1i64;
-    let mut checkpoints = checkpoints.iter().peekable();
-    let mut last_good_checkpoint = 0i64;
+    let (mut prev, mut expected) = match base {
+        Some((seq, hash)) => (unhex::<32>(hash).unwrap_or(GENESIS), seq + 1),
+        None => (GENESIS, 1i64),
+    };
+    let start = expected;
+    let mut checkpoints = checkpoints.iter().skip_while(|c| c.seq < start).peekable();
+    let mut last_good_checkpoint = start - 1;
     let mut writer_name = String::new();
-    for record in records {
+    for record in records.into_iter().skip_while(|r| r.seq < start) {
         let writer = || record.writer.to_string();
         writer_name = record.writer.to_string();
         if record.seq != expected {
@@ -208,7 +229,13 @@ pub fn verify_writer(
             seq: checkpoint.seq,
         });
     }
-    Ok((expected - 1) as u64)
+    if last_good_checkpoint < expected - 1 {
+        return Err(Problem::Unsigned {
+            writer: writer_name,
+            seq: last_good_checkpoint + 1,
+        });
+    }
+    Ok((expected - start) as u64)
 }
 
 fn check_signature(checkpoint: &StoredCheckpoint, key: &VerifyingKey) -> Result<(), Problem> {
@@ -266,7 +293,7 @@ mod tests {
         records: Vec<StoredRecord>,
         checkpoints: &[StoredCheckpoint],
     ) -> Result<u64, Problem> {
-        verify_writer(records, checkpoints, &key().verifying_key())
+        verify_writer(records, checkpoints, &key().verifying_key(), None)
     }
 
     #[test]
@@ -340,6 +367,25 @@ mod tests {
                 writer: w(),
                 after: 3,
                 seq: 6
+            })
+        );
+
+        // A forger appends a record that links to the last one, but cannot sign a checkpoint.
+        let mut appended = records.clone();
+        let prev = unhex::<32>(&appended[9].hash).unwrap();
+        let body = "{\"n\":\"appended\"}".to_owned();
+        appended.push(StoredRecord {
+            writer: "w".into(),
+            seq: 11,
+            prev_hash: hex(&prev),
+            hash: hex(&link(&prev, &body)),
+            body,
+        });
+        assert_eq!(
+            verify(appended, &checkpoints),
+            Err(Problem::Unsigned {
+                writer: w(),
+                seq: 11
             })
         );
 

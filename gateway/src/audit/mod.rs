@@ -9,6 +9,7 @@
 
 pub mod chain;
 pub mod live;
+pub mod retention;
 pub mod writer;
 
 use std::{collections::BTreeMap, path::Path};
@@ -141,6 +142,29 @@ pub fn redact(arguments: &serde_json::Value, paths: &[String]) -> serde_json::Va
     out
 }
 
+/// The record of a client session's start (an `initialize` handshake completed): who, over
+/// which front door, and what the client said it is. Stateless 2026-07-28 requests have no
+/// session and no such record.
+pub fn session_record(
+    who: &Identity,
+    session: &str,
+    client: Option<&rmcp::model::InitializeRequestParams>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "kind": "session-start",
+        "time": now_ms(),
+        "client": who.client,
+        "groups": who.groups,
+        "via": who.via.as_str(),
+        "session": session,
+        "clientInfo": client.map(|c| serde_json::json!({
+            "name": c.client_info.name,
+            "version": c.client_info.version,
+        })),
+        "protocolVersion": client.map(|c| c.protocol_version.to_string()),
+    })
+}
+
 /// The record of a policy decision on a call: everything `audit replay` needs to decide it
 /// again (the client and groups, the tool and its attributes, the arguments as the policy lets
 /// them be recorded) and what was decided.
@@ -264,8 +288,38 @@ pub struct Verification {
     pub problems: Vec<Problem>,
 }
 
-/// Checks the whole trail against `key`: every writer's chain, in full.
-pub async fn verify(pool: &AnyPool, key: &VerifyingKey) -> Result<Verification, AuditError> {
+/// The newest signed checkpoint of every writer: what `mcp-gateway audit anchor` prints, to be
+/// kept outside the database. A trail whose newest records were removed together with their
+/// checkpoints still verifies on its own; against an anchor taken before, it does not.
+pub async fn anchors(pool: &AnyPool) -> Result<Vec<StoredCheckpoint>, AuditError> {
+    let rows = sqlx::query(
+        "SELECT c.writer, c.seq, c.hash, c.signature FROM audit_checkpoints c \
+         JOIN (SELECT writer, MAX(seq) AS seq FROM audit_checkpoints GROUP BY writer) n \
+         ON c.writer = n.writer AND c.seq = n.seq ORDER BY c.writer",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(StoredCheckpoint {
+                writer: row.try_get("writer")?,
+                seq: row.try_get("seq")?,
+                hash: row.try_get("hash")?,
+                signature: row.try_get("signature")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(AuditError::from)
+}
+
+/// Checks the whole trail against `key`: every writer's chain, in full. `anchors` (signed
+/// checkpoints kept elsewhere, from [`anchors`]) count as checkpoints of their writers: each
+/// must be signed by `key`, and the trail must still reach it with the same hash.
+pub async fn verify(
+    pool: &AnyPool,
+    key: &VerifyingKey,
+    anchors: &[StoredCheckpoint],
+) -> Result<Verification, AuditError> {
     let mut checkpoints: BTreeMap<String, Vec<StoredCheckpoint>> = BTreeMap::new();
     for row in sqlx::query(
         "SELECT writer, seq, hash, signature FROM audit_checkpoints ORDER BY writer, seq",
@@ -284,6 +338,11 @@ pub async fn verify(pool: &AnyPool, key: &VerifyingKey) -> Result<Verification, 
             .or_default()
             .push(checkpoint);
     }
+    for anchor in anchors {
+        let list = checkpoints.entry(anchor.writer.clone()).or_default();
+        list.push(anchor.clone());
+        list.sort_by_key(|c| c.seq);
+    }
     let mut writers: Vec<String> = sqlx::query_scalar("SELECT DISTINCT writer FROM audit_records")
         .fetch_all(pool)
         .await?;
@@ -293,6 +352,7 @@ pub async fn verify(pool: &AnyPool, key: &VerifyingKey) -> Result<Verification, 
         }
     }
     writers.sort();
+    let bases = retention::bases(pool).await?;
     let mut report = Verification {
         writers: writers.len(),
         records: 0,
@@ -302,7 +362,8 @@ pub async fn verify(pool: &AnyPool, key: &VerifyingKey) -> Result<Verification, 
     // several cores (hashing is CPU work; it runs off the async threads).
     let checks = writers.into_iter().map(|writer| {
         let pool = pool.clone();
-        let checkpoints = checkpoints.remove(&writer).unwrap_or_default();
+        let mut checkpoints = checkpoints.remove(&writer).unwrap_or_default();
+        let base = bases.get(&writer).map(|b| (b.seq, b.hash.clone()));
         let key = *key;
         async move {
             // Streamed and read by column position: a million rows are a million of each
@@ -324,9 +385,39 @@ pub async fn verify(pool: &AnyPool, key: &VerifyingKey) -> Result<Verification, 
                 });
             }
             drop(rows);
+            // A commit stores its records and their checkpoint together, so a checkpoint for
+            // every record read here exists by now; one committed after the first read of the
+            // checkpoints is read again (not past the last record read, or a commit after
+            // that read would look like a truncation).
+            let covered = checkpoints.last().map_or(0, |c| c.seq);
+            if let Some(last) = records.last().map(|r| r.seq).filter(|&s| s > covered) {
+                let rows = sqlx::query(
+                    "SELECT seq, hash, signature FROM audit_checkpoints \
+                     WHERE writer = $1 AND seq > $2 AND seq <= $3 ORDER BY seq",
+                )
+                .bind(&writer)
+                .bind(covered)
+                .bind(last)
+                .fetch_all(&pool)
+                .await?;
+                for row in rows {
+                    checkpoints.push(StoredCheckpoint {
+                        writer: writer.clone(),
+                        seq: row.try_get(0)?,
+                        hash: row.try_get(1)?,
+                        signature: row.try_get(2)?,
+                    });
+                }
+                checkpoints.sort_by_key(|c| c.seq);
+            }
             let count = records.len() as u64;
             let result = tokio::task::spawn_blocking(move || {
-                chain::verify_writer(records, &checkpoints, &key)
+                chain::verify_writer(
+                    records,
+                    &checkpoints,
+                    &key,
+                    base.as_ref().map(|(seq, hash)| (*seq, hash.as_str())),
+                )
             })
             .await
             .map_err(|e| AuditError::NotStored(e.to_string()))?;
@@ -335,7 +426,7 @@ pub async fn verify(pool: &AnyPool, key: &VerifyingKey) -> Result<Verification, 
     });
     for outcome in futures::future::join_all(checks).await {
         match outcome? {
-            (count, Ok(_)) => report.records += count,
+            (_, Ok(checked)) => report.records += checked,
             (_, Err(problem)) => report.problems.push(problem),
         }
     }

@@ -29,20 +29,11 @@ fn key() -> ed25519_dalek::VerifyingKey {
 
 /// Writes `n` records, most without waiting, the last waited for.
 async fn write(log: &AuditLog, n: i64) {
-    for i in 1..n {
-        log.record_nowait(&serde_json::json!({"kind": "test", "i": i}))
-            .unwrap();
-    }
-    assert_eq!(
-        log.record(&serde_json::json!({"kind": "test", "i": n}))
-            .await
-            .unwrap(),
-        n
-    );
+    write_more(log, 1, n).await;
 }
 
 async fn problem_of(pool: &AnyPool, writer: &str) -> Option<Problem> {
-    verify(pool, &key())
+    verify(pool, &key(), &[])
         .await
         .unwrap()
         .problems
@@ -160,14 +151,7 @@ async fn tampering_is_found(url: &str) {
             .fetch_all(&pool)
             .await
             .unwrap();
-    let mut prev: [u8; 32] = {
-        let hex = &rows[10].2;
-        let mut out = [0u8; 32];
-        for (i, b) in out.iter_mut().enumerate() {
-            *b = u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).unwrap();
-        }
-        out
-    };
+    let mut prev = chain::unhex_hash(&rows[10].2).unwrap();
     for (seq, body, _) in rows.iter().skip(11) {
         let body = if *seq == 12 {
             "{\"forged\":true}".to_owned()
@@ -192,6 +176,35 @@ async fn tampering_is_found(url: &str) {
     assert!(
         matches!(&found, Some(Problem::Forged { after, seq, .. }) if *after < 12 && *seq >= 12),
         "{found:?}"
+    );
+
+    // Appended: a record that links to the last one, with no checkpoint (no key to sign one).
+    let log = writer(&pool).await;
+    write(&log, 30).await;
+    let last: String =
+        sqlx::query_scalar("SELECT hash FROM audit_records WHERE writer = $1 AND seq = 30")
+            .bind(log.writer())
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let prev = chain::unhex_hash(&last).unwrap();
+    let body = "{\"kind\":\"forged\"}";
+    sqlx::query(
+        "INSERT INTO audit_records (writer, seq, at, body, prev_hash, hash) VALUES ($1, 31, 0, $2, $3, $4)",
+    )
+    .bind(log.writer())
+    .bind(body)
+    .bind(&last)
+    .bind(chain::hex(&chain::link(&prev, body)))
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        problem_of(&pool, log.writer()).await,
+        Some(Problem::Unsigned {
+            writer: w(&log),
+            seq: 31
+        })
     );
 }
 
@@ -218,12 +231,122 @@ async fn a_waited_record_is_stored_and_a_new_writer_starts_its_own_chain() {
     write(&first, 5).await;
     let second = writer(&pool).await;
     write(&second, 3).await;
-    let report = verify(&pool, &key()).await.unwrap();
+    let report = verify(&pool, &key(), &[]).await.unwrap();
     assert_eq!((report.writers, report.records), (2, 8));
     assert!(report.problems.is_empty());
     // Another key does not verify the checkpoints.
     let other = SigningKey::from_bytes(&[4; 32]).verifying_key();
-    assert_eq!(verify(&pool, &other).await.unwrap().problems.len(), 2);
+    assert_eq!(verify(&pool, &other, &[]).await.unwrap().problems.len(), 2);
+}
+
+async fn anchors_reveal_a_clean_truncation(url: &str) {
+    let pool = pool(url).await;
+    let log = writer(&pool).await;
+    // Each waited-for record ends a group commit: checkpoints at 10 and at 20.
+    write(&log, 10).await;
+    write_more(&log, 11, 20).await;
+    let anchored: Vec<_> = anchors(&pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.writer == log.writer())
+        .collect();
+    assert_eq!(anchored.len(), 1);
+    assert_eq!(anchored[0].seq, 20);
+    let ours = |report: Verification| {
+        report
+            .problems
+            .into_iter()
+            .find(|p| serde_json::to_value(p).unwrap()["writer"] == log.writer())
+    };
+    assert_eq!(ours(verify(&pool, &key(), &anchored).await.unwrap()), None);
+    // More records after the anchor are fine: the trail still reaches it.
+    write_more(&log, 21, 25).await;
+    assert_eq!(ours(verify(&pool, &key(), &anchored).await.unwrap()), None);
+
+    // The newest records removed together with their checkpoints, cut at a checkpoint: the
+    // trail on its own looks whole, the anchor says how far it reached. Then the whole chain:
+    // the anchor still names it.
+    for kept in [10, 0] {
+        for table in ["audit_checkpoints", "audit_records"] {
+            exec(
+                &pool,
+                &format!("DELETE FROM {table} WHERE writer = $1 AND seq > {kept}"),
+                log.writer(),
+            )
+            .await;
+        }
+        assert_eq!(ours(verify(&pool, &key(), &[]).await.unwrap()), None);
+        assert_eq!(
+            ours(verify(&pool, &key(), &anchored).await.unwrap()),
+            Some(Problem::Truncated {
+                writer: log.writer().to_owned(),
+                last: kept,
+                seq: 20
+            })
+        );
+    }
+    // An anchor not signed by the audit key is reported, not trusted.
+    let mut forged = anchored[0].clone();
+    forged.seq = 999;
+    assert_eq!(
+        ours(verify(&pool, &key(), &[forged]).await.unwrap()),
+        Some(Problem::BadCheckpoint {
+            writer: log.writer().to_owned(),
+            seq: 999
+        })
+    );
+}
+
+/// Writes records `from..=to` of `log`, most without waiting, the last waited for.
+async fn write_more(log: &AuditLog, from: i64, to: i64) {
+    for i in from..to {
+        log.record_nowait(&serde_json::json!({"kind": "test", "i": i}))
+            .unwrap();
+    }
+    assert_eq!(
+        log.record(&serde_json::json!({"kind": "test", "i": to}))
+            .await
+            .unwrap(),
+        to
+    );
+}
+
+#[tokio::test]
+async fn anchors_reveal_a_clean_truncation_in_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    anchors_reveal_a_clean_truncation(&format!("sqlite://{}", dir.path().join("c.db").display()))
+        .await;
+}
+
+#[tokio::test]
+async fn anchors_reveal_a_clean_truncation_in_postgres() {
+    let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
+        eprintln!("skipped: TEST_DATABASE_URL is not set");
+        return;
+    };
+    anchors_reveal_a_clean_truncation(&url).await;
+}
+
+/// An idle writer copies SQLite's write-ahead log into the database file soon after its last
+/// commit, so readers in other processes (`audit verify`) read the file, not a long log.
+#[tokio::test]
+async fn an_idle_writer_checkpoints_the_log_into_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("d.db");
+    let pool = pool(&format!("sqlite://{}", file.display())).await;
+    let log = writer(&pool).await;
+    let size = || std::fs::metadata(&file).unwrap().len();
+    let before = size();
+    write(&log, 500).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while size() <= before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the records stayed in the log: the file is still {before} bytes"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! share one commit; a call's answer waits for its own commit only. A record acknowledged to a
 //! waiter is in the database.
 //!
-//! The store has no update or delete path: this module only inserts.
+//! This module only inserts. The one delete path is `retention`, itself recorded first.
 
 use std::{sync::Arc, time::Duration};
 
@@ -23,6 +23,9 @@ const MAX_BATCH: usize = 4096;
 /// the parameters in a statement (at 400 rows it was a third of the writer's time), and every
 /// distinct chunk size is a statement prepared anew.
 const ROWS_PER_INSERT: usize = 100;
+
+/// How often the writer has SQLite copy its write-ahead log into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// Why the trail could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +69,7 @@ impl AuditLog {
             Some(row) => {
                 let seq: i64 = row.try_get("seq")?;
                 let hash: String = row.try_get("hash")?;
-                (seq, parse_hash(&hash).unwrap_or(chain::GENESIS))
+                (seq, chain::unhex_hash(&hash).unwrap_or(chain::GENESIS))
             }
             None => (0, chain::GENESIS),
         };
@@ -127,17 +130,6 @@ pub fn canonical(body: &serde_json::Value) -> Result<String, AuditError> {
         .map_err(|e| AuditError::NotStored(e.to_string()))
 }
 
-fn parse_hash(text: &str) -> Option<[u8; 32]> {
-    let mut out = [0u8; 32];
-    if text.len() != 64 {
-        return None;
-    }
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(i * 2..i * 2 + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
 /// Called with the (sequence number, canonical body) of each record after its commit.
 type CommitHook = Box<dyn Fn(&[(i64, String)]) + Send>;
 
@@ -154,7 +146,25 @@ struct Writer {
 impl Writer {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Pending>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        while let Some(first) = rx.recv().await {
+        let mut checkpointed = tokio::time::Instant::now();
+        // Whether commits were made since the last checkpoint: an idle writer checkpoints
+        // them a second later rather than at its next commit.
+        let mut dirty = false;
+        loop {
+            let next = if dirty {
+                match tokio::time::timeout_at(checkpointed + CHECKPOINT_EVERY, rx.recv()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        crate::store::checkpoint_wal(&self.pool).await;
+                        checkpointed = tokio::time::Instant::now();
+                        dirty = false;
+                        continue;
+                    }
+                }
+            } else {
+                rx.recv().await
+            };
+            let Some(first) = next else { break };
             batch.push(first);
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -163,6 +173,13 @@ impl Writer {
                 }
             }
             self.commit(&mut batch).await;
+            dirty = true;
+            // Between two commits of this task, so the next one can start SQLite's log over.
+            if checkpointed.elapsed() >= CHECKPOINT_EVERY {
+                crate::store::checkpoint_wal(&self.pool).await;
+                checkpointed = tokio::time::Instant::now();
+                dirty = false;
+            }
         }
     }
 
@@ -191,6 +208,7 @@ impl Writer {
             signature: chain::sign_checkpoint(&self.key, &self.writer, last, &prev),
         };
         let mut attempt = 0u32;
+        let started = std::time::Instant::now();
         let result = loop {
             match store(&self.pool, &rows, &checkpoint, now).await {
                 Ok(()) => break Ok(()),
@@ -204,6 +222,11 @@ impl Writer {
                 Err(e) => break Err(e.to_string()),
             }
         };
+        tracing::debug!(
+            records = batch.len(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "committed"
+        );
         match &result {
             Ok(()) => {
                 self.seq = last;
@@ -233,53 +256,113 @@ fn now_ms() -> i64 {
 }
 
 /// Inserts the rows and the checkpoint in one transaction.
+///
+/// On SQLite a batch of one INSERT's rows goes as one multi-statement query (`BEGIN IMMEDIATE`,
+/// the rows, the checkpoint, `COMMIT`): sqlx runs each SQLite statement on the connection's
+/// worker thread, so this is one round trip instead of four. At low load, where a call waits
+/// for a commit of its own record, that round trip is most of what the audit trail adds to the
+/// call. Larger batches (and Postgres) use a sqlx transaction, one INSERT per chunk.
 async fn store(
     pool: &AnyPool,
     rows: &[StoredRecord],
     checkpoint: &StoredCheckpoint,
     at: i64,
 ) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    for chunk in rows.chunks(ROWS_PER_INSERT) {
-        let mut sql = String::from(
-            "INSERT INTO audit_records (writer, seq, at, body, prev_hash, hash) VALUES ",
+    let mut conn = pool.acquire().await?;
+    if rows.len() <= ROWS_PER_INSERT && conn.backend_name() == "SQLite" {
+        let mut sql = String::from("BEGIN IMMEDIATE; ");
+        insert_records_sql(&mut sql, rows.len());
+        sql.push_str("; ");
+        insert_checkpoint_sql(&mut sql, rows.len() * 6);
+        sql.push_str("; COMMIT");
+        let query = bind_checkpoint(
+            bind_records(sqlx::query(sqlx::AssertSqlSafe(sql)), rows, at),
+            checkpoint,
+            at,
         );
-        for i in 0..chunk.len() {
-            let b = i * 6;
-            if i > 0 {
-                sql.push(',');
+        let result = query.execute(&mut *conn).await.map(drop);
+        if result.is_err() {
+            // A statement failed inside the explicit transaction: end it before the
+            // connection goes back to the pool, or drop the connection if even that fails.
+            if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
+                conn.close_on_drop();
             }
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${}, ${})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5,
-                b + 6
-            ));
         }
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for row in chunk {
-            query = query
-                .bind(row.writer.as_ref())
-                .bind(row.seq)
-                .bind(at)
-                .bind(&row.body)
-                .bind(&row.prev_hash)
-                .bind(&row.hash);
-        }
-        query.execute(&mut *tx).await?;
+        return result;
     }
-    sqlx::query(
-        "INSERT INTO audit_checkpoints (writer, seq, hash, at, signature) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(&checkpoint.writer)
-    .bind(checkpoint.seq)
-    .bind(&checkpoint.hash)
-    .bind(at)
-    .bind(&checkpoint.signature)
-    .execute(&mut *tx)
-    .await?;
+    let mut tx = sqlx::Acquire::begin(&mut *conn).await?;
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let mut sql = String::new();
+        insert_records_sql(&mut sql, chunk.len());
+        bind_records(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk, at)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let mut sql = String::new();
+    insert_checkpoint_sql(&mut sql, 0);
+    bind_checkpoint(sqlx::query(sqlx::AssertSqlSafe(sql)), checkpoint, at)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await
+}
+
+type Query<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// `INSERT` of `rows` audit records, parameters `$1` to `$(6 * rows)`.
+fn insert_records_sql(sql: &mut String, rows: usize) {
+    use std::fmt::Write;
+    sql.push_str("INSERT INTO audit_records (writer, seq, at, body, prev_hash, hash) VALUES ");
+    for i in 0..rows {
+        let b = i * 6;
+        if i > 0 {
+            sql.push(',');
+        }
+        let _ = write!(
+            sql,
+            "(${}, ${}, ${}, ${}, ${}, ${})",
+            b + 1,
+            b + 2,
+            b + 3,
+            b + 4,
+            b + 5,
+            b + 6
+        );
+    }
+}
+
+/// `INSERT` of a checkpoint, parameters `$(after + 1)` to `$(after + 5)`.
+fn insert_checkpoint_sql(sql: &mut String, after: usize) {
+    use std::fmt::Write;
+    let _ = write!(
+        sql,
+        "INSERT INTO audit_checkpoints (writer, seq, hash, at, signature) \
+         VALUES (${}, ${}, ${}, ${}, ${})",
+        after + 1,
+        after + 2,
+        after + 3,
+        after + 4,
+        after + 5
+    );
+}
+
+fn bind_records<'q>(mut query: Query<'q>, rows: &'q [StoredRecord], at: i64) -> Query<'q> {
+    for row in rows {
+        query = query
+            .bind(row.writer.as_ref())
+            .bind(row.seq)
+            .bind(at)
+            .bind(&row.body)
+            .bind(&row.prev_hash)
+            .bind(&row.hash);
+    }
+    query
+}
+
+fn bind_checkpoint<'q>(query: Query<'q>, checkpoint: &'q StoredCheckpoint, at: i64) -> Query<'q> {
+    query
+        .bind(&checkpoint.writer)
+        .bind(checkpoint.seq)
+        .bind(&checkpoint.hash)
+        .bind(at)
+        .bind(&checkpoint.signature)
 }

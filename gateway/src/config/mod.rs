@@ -64,6 +64,7 @@ pub struct Config {
 pub struct TrustConfig {
     pub allow_http_loopback_discovery: bool,
     pub discovery_timeout: Duration,
+    pub revocation_recheck: Duration,
     /// The bundles named in the config and those imported into the data directory.
     pub bundles: Vec<std::sync::Arc<keys::bundle::TrustBundle>>,
 }
@@ -93,6 +94,7 @@ pub struct ListenConfig {
 pub struct StorageConfig {
     pub data_dir: PathBuf,
     pub database_url: String,
+    pub sqlite_synchronous: raw::SqliteSynchronous,
 }
 
 #[derive(Debug, Clone)]
@@ -131,6 +133,8 @@ pub struct ServerSpec {
     pub max_concurrent: Option<usize>,
     /// A stdio server idle this long is stopped, and started again by the next request.
     pub idle_suspend: Option<Duration>,
+    /// Stopped right after its catalog is first loaded, and started by the first request.
+    pub lazy: bool,
 }
 
 /// One entry of a signed-tools manifest.
@@ -370,6 +374,7 @@ impl Config {
             storage: StorageConfig {
                 data_dir,
                 database_url,
+                sqlite_synchronous: raw.storage.sqlite_synchronous.unwrap_or_default(),
             },
             routing: RoutingConfig {
                 separator,
@@ -393,6 +398,9 @@ impl Config {
                     .unwrap_or(false),
                 discovery_timeout: Duration::from_secs(
                     raw.trust.discovery_timeout_secs.unwrap_or(10).max(1),
+                ),
+                revocation_recheck: Duration::from_secs(
+                    raw.trust.revocation_recheck_secs.unwrap_or(300).max(1),
                 ),
             },
             servers,
@@ -652,6 +660,15 @@ pub fn validate_server(
                 ));
             }
             (Some(secs), Some(_)) => Some(Duration::from_secs(secs)),
+        },
+        lazy: match (raw.lazy, &raw.command) {
+            (Some(true), None) => {
+                return Err(format!(
+                    "{}: applies only to `command` servers",
+                    key("lazy")
+                ));
+            }
+            (lazy, _) => lazy.unwrap_or(false),
         },
     })
 }

@@ -85,6 +85,21 @@ pub struct RawStorage {
     pub data_dir: Option<String>,
     /// Database URL (`sqlite://PATH` or `postgres://...`). Default: `gateway.db` in `data_dir`.
     pub database_url: Option<String>,
+    /// When a SQLite commit counts as done (the database runs in WAL mode either way).
+    /// `normal` (default): once it is in the write-ahead log, so it survives the gateway
+    /// crashing or being killed, but the last commits can be lost if the machine loses power.
+    /// `full`: once the log is also flushed to disk, at the cost of one fsync per group commit.
+    /// Ignored for Postgres, whose own `synchronous_commit` applies.
+    pub sqlite_synchronous: Option<SqliteSynchronous>,
+}
+
+/// See [`RawStorage::sqlite_synchronous`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSynchronous {
+    #[default]
+    Normal,
+    Full,
 }
 
 /// How several upstreams are presented as one server.
@@ -111,6 +126,11 @@ pub struct RawTrust {
     pub allow_http_loopback_discovery: Option<bool>,
     /// Longest time a discovery or revocation request may take, in seconds. Default 10.
     pub discovery_timeout_secs: Option<u64>,
+    /// How often, in seconds, the key of a server that comes from `.well-known` discovery is
+    /// fetched again with its revocation list while the server stays connected. Default 300.
+    /// A key its publisher revokes is rejected within this time; a revocation list that cannot
+    /// be read refuses the server's signed tools until it can be read again.
+    pub revocation_recheck_secs: Option<u64>,
     /// SchemaPin trust bundles (offline discovery and revocation documents), relative to this
     /// file. Bundles imported with `mcp-gateway bundle import` (in `data_dir/bundles`) are read
     /// too. For a server with a `domain`, a bundle that has the domain is used before its
@@ -270,6 +290,12 @@ pub struct RawServer {
     /// the next one (its tools stay listed meanwhile, and are verified again at the restart).
     /// Default: it runs until the gateway stops.
     pub idle_suspend_secs: Option<u64>,
+    /// Start a stdio server only when a request needs it. The gateway must know a server's
+    /// tools to list them, so at start-up it runs the server once to read and verify its
+    /// catalog, then stops it at once (`suspended`); the first request starts it again. With
+    /// `idle_suspend_secs` it is stopped again after that long without a request. Default
+    /// `false`: the server keeps running from start-up.
+    pub lazy: Option<bool>,
     /// Set to `false` to keep the server registered but not started. Default `true`.
     pub enabled: Option<bool>,
     /// How the server's tools are trusted.

@@ -88,7 +88,7 @@ fn errors_name_file_line_and_key() {
     check_err(
         "\n[servers.demo]\ncomand = \"x\"\n",
         expect![
-            "/etc/gw/gateway.toml:3: unknown field `comand`, expected one of `command`, `args`, `env`, `cwd`, `url`, `transport`, `type`, `headers`, `bearer_token`, `sessions`, `call_timeout_secs`, `max_concurrent`, `idle_suspend_secs`, `enabled`, `verification`, `allow_single_hash`, `public_key`, `signed_tools`, `sandbox`, `domain`"
+            "/etc/gw/gateway.toml:3: unknown field `comand`, expected one of `command`, `args`, `env`, `cwd`, `url`, `transport`, `type`, `headers`, `bearer_token`, `sessions`, `call_timeout_secs`, `max_concurrent`, `idle_suspend_secs`, `lazy`, `enabled`, `verification`, `allow_single_hash`, `public_key`, `signed_tools`, `sandbox`, `domain`"
         ],
     );
     check_err(

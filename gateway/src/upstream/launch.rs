@@ -99,24 +99,32 @@ pub fn find_runner(configured: Option<&Path>) -> Option<Runner> {
     }
     let exe = std::env::current_exe().ok()?;
     let dir = exe.parent()?;
-    let mut candidates = vec![dir.join("sandbox-runner")];
+    // A test binary of this crate lives in `target/*/deps`, beside nothing of ours.
+    let mut dirs = vec![dir];
     if dir.file_name().is_some_and(|n| n == "deps")
         && let Some(parent) = dir.parent()
     {
-        candidates.push(parent.join("sandbox-runner"));
+        dirs.push(parent);
     }
+    let mut candidates: Vec<PathBuf> = dirs.iter().map(|d| d.join("sandbox-runner")).collect();
     if let Some(path) = std::env::var_os("PATH") {
         candidates.extend(std::env::split_paths(&path).map(|d| d.join("sandbox-runner")));
     }
     if let Some(found) = candidates.into_iter().find(|p| p.is_file()) {
         return Some(alone(found));
     }
-    exe.file_name()
-        .is_some_and(|n| n == "mcp-gateway")
-        .then(|| Runner {
-            program: exe.clone(),
-            prefix: vec!["sandbox-runner".to_owned()],
-        })
+    // The runner built into the gateway's own binary: this one, or the one beside it.
+    let gateway = if exe.file_name().is_some_and(|n| n == "mcp-gateway") {
+        Some(exe.clone())
+    } else {
+        dirs.iter()
+            .map(|d| d.join("mcp-gateway"))
+            .find(|p| p.is_file())
+    };
+    gateway.map(|program| Runner {
+        program,
+        prefix: vec!["sandbox-runner".to_owned()],
+    })
 }
 
 impl RunnerLauncher {

@@ -123,6 +123,9 @@ pub enum UpstreamState {
     Suspended,
     /// The last attempt failed; the supervisor retries after a backoff.
     Failed(String),
+    /// Stopped for good: the gateway is shutting down, and the server's process (if any) has
+    /// been killed.
+    Terminated,
 }
 
 /// A change to the combined catalog that clients must hear about.
@@ -242,6 +245,8 @@ pub struct SupervisorContext {
     /// Fetches `.well-known/schemapin.json`; `None` if the HTTP client could not be built, in
     /// which case servers that need discovery have their signed tools refused.
     pub discovery: Option<keys::discovery::DiscoveryClient>,
+    /// How often a key found by discovery is fetched again, with its revocations.
+    pub revocation_recheck: Duration,
     pub health_interval: Option<Duration>,
     pub health_timeout: Duration,
     pub shutdown: CancellationToken,
@@ -327,6 +332,7 @@ impl Upstream {
             UpstreamState::Ready => "ready".to_owned(),
             UpstreamState::Suspended => "suspended".to_owned(),
             UpstreamState::Failed(reason) => format!("failed: {reason}"),
+            UpstreamState::Terminated => "terminated".to_owned(),
         }
     }
 
@@ -338,8 +344,11 @@ impl Upstream {
     /// Starts a suspended server again and waits until it is ready (or failed), within
     /// `limit`; returns at once for a server that is not suspended.
     pub async fn resume(&self, limit: Duration) {
-        // Only a server with `idle_suspend_secs` is ever suspended: others skip even the look.
-        if self.spec.idle_suspend.is_none() || *self.state.borrow() != UpstreamState::Suspended {
+        // Only a server with `idle_suspend_secs` or `lazy` is ever suspended: others skip even
+        // the look.
+        if (self.spec.idle_suspend.is_none() && !self.spec.lazy)
+            || *self.state.borrow() != UpstreamState::Suspended
+        {
             return;
         }
         let mut rx = self.state.subscribe();
@@ -408,6 +417,7 @@ impl Upstream {
                     UpstreamState::Connecting | UpstreamState::Ready => "connecting".to_owned(),
                     UpstreamState::Suspended => "suspended".to_owned(),
                     UpstreamState::Failed(reason) => reason,
+                    UpstreamState::Terminated => "the gateway is shutting down".to_owned(),
                 },
             })
     }
@@ -601,13 +611,22 @@ impl Upstream {
         self.state.send_replace(state);
     }
 
-    /// Runs the supervisor until shutdown: connect, serve, reconnect with backoff.
+    /// Runs the supervisor until shutdown: connect, serve, reconnect with backoff. Then the
+    /// server is `terminated` (its process stopped by then).
     pub async fn supervise(self: Arc<Self>, cx: SupervisorContext) {
         if !self.spec.enabled {
             return;
         }
+        self.clone().supervise_until_shutdown(cx).await;
+        *write(&self.peer) = None;
+        self.set_state(UpstreamState::Terminated);
+    }
+
+    async fn supervise_until_shutdown(self: Arc<Self>, cx: SupervisorContext) {
         let _ = self.context.set(cx.clone());
         let mut backoff = BACKOFF_START;
+        // A lazy server is stopped as soon as its catalog is first loaded.
+        let mut discovering = self.spec.lazy;
         loop {
             self.set_state(UpstreamState::Connecting);
             let (list_tx, mut list_rx) = mpsc::unbounded_channel();
@@ -624,7 +643,8 @@ impl Upstream {
             match attempt {
                 Ok(Ok(connection)) => {
                     let started = Instant::now();
-                    let suspended = self.serve(connection, &mut list_rx, &cx).await;
+                    let suspended = self.serve(connection, &mut list_rx, &cx, discovering).await;
+                    discovering = false;
                     if cx.shutdown.is_cancelled() {
                         return;
                     }
@@ -725,6 +745,7 @@ impl Upstream {
         connection: Connection,
         list_rx: &mut mpsc::UnboundedReceiver<ListKind>,
         cx: &SupervisorContext,
+        discovering: bool,
     ) -> bool {
         let peer = connection.peer().clone();
         let info = peer.peer_info().map(|info| (*info).clone());
@@ -774,13 +795,29 @@ impl Upstream {
         recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // A revocation made while the gateway runs must take effect without a reconnect.
         let mut revocations_seen = cx.revocations.count().await.ok();
+        // So must one its publisher makes: a key found by discovery is fetched again, with its
+        // revocation list, on this interval.
+        let mut rediscover = self.key_from_discovery(cx).then(|| {
+            let period = cx.revocation_recheck;
+            let mut interval =
+                tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            interval
+        });
         let mut health = cx.health_interval.map(|period| {
             let mut interval =
                 tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             interval
         });
-        let mut idle_check = self.spec.idle_suspend.map(|idle| {
+        // Idle this long (without a request in flight), the server is stopped: at once after a
+        // lazy server's first catalog load.
+        let idle_limit = if discovering {
+            Some(Duration::ZERO)
+        } else {
+            self.spec.idle_suspend
+        };
+        let mut idle_check = idle_limit.map(|idle| {
             let period = (idle / 2).max(Duration::from_millis(100));
             let mut interval =
                 tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -791,7 +828,7 @@ impl Upstream {
         loop {
             tokio::select! {
                 _ = tick(&mut idle_check) => {
-                    let idle = self.spec.idle_suspend.unwrap_or(Duration::MAX);
+                    let idle = idle_limit.unwrap_or(Duration::MAX);
                     if self.requests_in_flight() == 0 && self.idle_for() >= idle {
                         tracing::info!(server = %self.name, "idle: stopping the server until the next request");
                         // Requests from here on wake the supervisor instead of using this peer.
@@ -822,6 +859,16 @@ impl Upstream {
                             *write(&self.catalog) = Arc::new(catalog);
                             let _ = cx.changes.send(CatalogChange::of(ListKind::Tools));
                         }
+                    }
+                }
+                _ = tick(&mut rediscover) => {
+                    let current = self.catalog();
+                    let mut catalog = (*current).clone();
+                    self.evaluate(&mut catalog, cx).await;
+                    if catalog.states != current.states {
+                        tracing::info!(server = %self.name, "the publisher's key or revocations changed the tools' trust");
+                        *write(&self.catalog) = Arc::new(catalog);
+                        let _ = cx.changes.send(CatalogChange::of(ListKind::Tools));
                     }
                 }
                 _ = tick(&mut health) => {
@@ -979,6 +1026,17 @@ impl Upstream {
             states.insert(tool.name.to_string(), trust);
         }
         catalog.states = states;
+    }
+
+    /// Whether [`Self::publisher_key`] fetches the key from the domain's `.well-known` document
+    /// (no trust bundle has the domain and no key is configured).
+    fn key_from_discovery(&self, cx: &SupervisorContext) -> bool {
+        self.spec.discover
+            && self.spec.public_key.is_none()
+            && !cx
+                .bundles
+                .iter()
+                .any(|b| b.discovery(&self.spec.domain).is_some())
     }
 
     /// The key this server's tools must be signed with: the configured one, or the one its
