@@ -41,6 +41,24 @@ def _toml_string(value: object) -> str:
     return json.dumps(str(value))
 
 
+def write_config(tmp_path: Path, body: str, top: str = "") -> Path:
+    """`gateway.toml` in `tmp_path`: `top` (keys before any table), state there, anonymous
+    clients, then `body`."""
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f"""\
+{top}
+[storage]
+data_dir = {_toml_string(tmp_path / "data")}
+
+[auth]
+anonymous = true
+
+{body}"""
+    )
+    return config
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

@@ -17,31 +17,13 @@ import anyio
 import pytest
 from mcp import MCPError
 
-from conftest import _toml_string, serving
+from conftest import _toml_string, serving, write_config
 from support import NODE, NPM_MODULES, TIME_SERVER, TOOLS, connected, require
 
 pytestmark = pytest.mark.anyio
 
 FILESYSTEM = NPM_MODULES / "server-filesystem" / "dist" / "index.js"
 UNRULY_SERVER = Path(__file__).parent / "servers" / "unruly_server.py"
-
-
-def write_config(tmp_path: Path, body: str, top: str = "") -> Path:
-    """`gateway.toml` in `tmp_path`: `top` (keys before any table), state there, anonymous
-    clients, then `body`."""
-    config = tmp_path / "gateway.toml"
-    config.write_text(
-        f"""\
-{top}
-[storage]
-data_dir = {_toml_string(tmp_path / "data")}
-
-[auth]
-anonymous = true
-
-{body}"""
-    )
-    return config
 
 
 @pytest.fixture

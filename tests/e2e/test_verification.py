@@ -24,7 +24,7 @@ import anyio
 import pytest
 from mcp import MCPError
 
-from conftest import _toml_string, serving
+from conftest import _toml_string, serving, write_config
 from support import GATEWAY_BIN, HANG_GUARD_SECS, TOOLS, connected, gateway_env, require
 
 pytestmark = pytest.mark.anyio
@@ -42,22 +42,16 @@ class Server:
         self.workdir = tmp_path / "mut"
         self.workdir.mkdir()
         self.definition: dict[str, Any] = {"name": "greet", "description": "Greets someone.", "read_only": True}
-        self.config = tmp_path / "gateway.toml"
-        self.config.write_text(
+        self.config = write_config(
+            tmp_path,
             f"""\
-{top}
-[storage]
-data_dir = {_toml_string(tmp_path / "data")}
-
-[auth]
-anonymous = true
-
 [servers.mut]
 command = {_toml_string(sys.executable)}
 args = [{_toml_string(MUTABLE_SERVER)}, "definition.json"]
 cwd = {_toml_string(self.workdir)}
 {server_keys}
-"""
+""",
+            top,
         )
 
     def write(self, **changes: Any) -> None:
