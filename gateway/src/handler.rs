@@ -144,6 +144,10 @@ impl GatewayHandler {
 /// How many input-required rounds the gateway drives for a legacy client before giving up.
 const MAX_INPUT_ROUNDS: usize = 16;
 
+/// How long the outcome of a call whose server went away waits for the server's sandbox to
+/// report its exit (and so a limit hit or a refusal that ended it).
+const SANDBOX_EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn too_many_rounds() -> McpError {
     McpError::internal_error(
         format!("the upstream asked for input more than {MAX_INPUT_ROUNDS} times"),
@@ -309,10 +313,41 @@ impl ServerHandler for GatewayHandler {
         // Read once by policy, validation and the audit records, then handed back for dispatch.
         let arguments = Arguments::new(request.arguments.take());
         let digest = arguments.digest().to_owned();
+        // The sandbox of the server's shared process; a per-call sandbox replaces it.
+        let mut sandbox = tool.upstream.sandbox().map(|report| {
+            let mark = report.mark();
+            (report, mark)
+        });
         let result = self
-            .call_resolved(&who, &name, &tool, request, arguments, &context)
+            .call_resolved(
+                &who,
+                &name,
+                &tool,
+                request,
+                arguments,
+                &context,
+                &mut sandbox,
+            )
             .await;
-        let outcome = outcome(&result, started);
+        let mut outcome = outcome(&result, started);
+        if let Some((report, _)) = &sandbox
+            && outcome.degradation == Some("upstream-unavailable")
+        {
+            // The server went away: its runner says why once it reports the exit.
+            report.exited_within(SANDBOX_EXIT_WAIT).await;
+        }
+        let sandbox = sandbox.map(|(report, mark)| crate::audit::SandboxFacts {
+            id: report.id.clone(),
+            notices: report.since(mark),
+        });
+        // A call that failed while its sandbox stopped or refused something failed for that
+        // reason, though the client only saw the server go away.
+        if outcome.status != "success"
+            && matches!(outcome.degradation, None | Some("upstream-unavailable"))
+            && let Some(degradation) = sandbox.as_ref().and_then(|s| s.degradation())
+        {
+            outcome.degradation = Some(degradation);
+        }
         self.record_outcome(
             "tools/call",
             &who,
@@ -320,6 +355,7 @@ impl ServerHandler for GatewayHandler {
             &name,
             tool.upstream,
             tool.trust(),
+            sandbox.as_ref(),
             outcome,
         )
         .await;
@@ -377,8 +413,17 @@ impl ServerHandler for GatewayHandler {
             .prompt(&who, request, arguments, upstream, local, context)
             .await;
         let outcome = outcome_of(&result, started);
-        self.record_outcome("prompts/get", &who, &digest, &name, upstream, None, outcome)
-            .await;
+        self.record_outcome(
+            "prompts/get",
+            &who,
+            &digest,
+            &name,
+            upstream,
+            None,
+            None,
+            outcome,
+        )
+        .await;
         result
     }
 
@@ -438,6 +483,7 @@ impl ServerHandler for GatewayHandler {
             &digest,
             &uri,
             upstream,
+            None,
             None,
             outcome,
         )
@@ -686,7 +732,12 @@ fn outcome(
 }
 
 impl GatewayHandler {
-    /// A `tools/call` of a tool that resolved: admission, then dispatch.
+    /// A `tools/call` of a tool that resolved: admission, then dispatch. A per-call sandbox
+    /// takes the place of `sandbox` (the server's sandbox, and a mark in its report).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the call, its checked parts, and where the sandbox it ran in is reported"
+    )]
     async fn call_resolved(
         &self,
         who: &Identity,
@@ -695,6 +746,7 @@ impl GatewayHandler {
         request: CallToolRequestParams,
         arguments: Arguments,
         context: &RequestContext<RoleServer>,
+        sandbox: &mut Option<(Arc<crate::upstream::launch::SandboxReport>, u64)>,
     ) -> Result<CallToolResponse, McpError> {
         let upstream = tool.upstream;
         let mut upstream_request = request;
@@ -710,12 +762,12 @@ impl GatewayHandler {
                 .map_err(|refusal| refusal.into_error(|| Self::unknown_tool(name)))?;
             if conditions.sandbox.as_deref() == Some(crate::access::PER_CALL) {
                 let hash = tool.trust().map(|t| t.hash.as_str()).unwrap_or_default();
-                per_call = Some(
-                    upstream
-                        .per_call(tool.local, hash)
-                        .await
-                        .map_err(|e| McpError::internal_error(e.to_string(), None))?,
-                );
+                let sandboxed = upstream
+                    .per_call(tool.local, hash)
+                    .await
+                    .map_err(|e| McpError::internal_error(e.to_string(), None))?;
+                *sandbox = sandboxed.report().map(|report| (report, 0));
+                per_call = Some(sandboxed);
             }
         }
         upstream_request.arguments = arguments.into_request();
@@ -940,6 +992,7 @@ impl GatewayHandler {
         target: &str,
         upstream: &crate::upstream::Upstream,
         trust: Option<&crate::upstream::ToolTrust>,
+        sandbox: Option<&crate::audit::SandboxFacts>,
         outcome: crate::audit::Outcome,
     ) {
         let session = self.session_name();
@@ -954,6 +1007,7 @@ impl GatewayHandler {
                 definition_hash: trust.map(|t| t.hash.as_str()).unwrap_or_default(),
                 tier: upstream.tier(),
                 tier_requested: upstream.tier_requested(),
+                sandbox,
             },
             &outcome,
         );

@@ -92,7 +92,13 @@ impl Registry {
     pub fn lookup_tool<'a>(&'a self, name: &'a str) -> Option<ToolRef<'a>> {
         let (upstream, local) = self.resolve_tool(name)?;
         let catalog = upstream.catalog();
-        let index = catalog.tools.iter().position(|t| t.name == local)?;
+        // The position recorded with the trust state; a search only if the list moved since.
+        let index = catalog
+            .states
+            .get(local)
+            .map(|trust| trust.position)
+            .filter(|&i| catalog.tools.get(i).is_some_and(|t| t.name == local))
+            .or_else(|| catalog.tools.iter().position(|t| t.name == local))?;
         Some(ToolRef {
             upstream,
             local,
@@ -234,10 +240,14 @@ fn decode_cursor(cursor: &str) -> Option<usize> {
         .ok()
 }
 
-/// A registry of servers s0, s1, ... serving `catalogs[i]`, every tool pinned, for tests of
-/// what is built on the registry.
-#[cfg(test)]
-pub(crate) fn test_registry(catalogs: Vec<Vec<Tool>>, page_size: usize) -> Registry {
+/// A registry of servers s0, s1, ... serving `catalogs[i]`, every tool pinned, for tests and
+/// benchmarks of what is built on the registry. No server is started.
+#[doc(hidden)]
+#[allow(
+    clippy::expect_used,
+    reason = "the configuration is built here and always valid"
+)]
+pub fn test_registry(catalogs: Vec<Vec<Tool>>, page_size: usize) -> Registry {
     let text: String = (0..catalogs.len())
         .map(|i| format!("[servers.s{i}]\ncommand = \"x\"\n"))
         .collect();
@@ -246,7 +256,7 @@ pub(crate) fn test_registry(catalogs: Vec<Vec<Tool>>, page_size: usize) -> Regis
         &text,
         &crate::config::interpolate::Vars::fixed([]),
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .expect("a fixed, valid configuration");
     let upstreams: Vec<_> = config.servers.into_iter().map(Upstream::new).collect();
     for (upstream, tools) in upstreams.iter().zip(catalogs) {
         let mut catalog = Catalog::default();
@@ -257,6 +267,7 @@ pub(crate) fn test_registry(catalogs: Vec<Vec<Tool>>, page_size: usize) -> Regis
                     definition: keys::definitions::DefinitionState::Pinned,
                     signature: crate::upstream::SignatureCheck::Unsigned,
                     hash: format!("hash-of-{}", tool.name),
+                    position: catalog.tools.len(),
                 },
             );
             catalog.tools.push(tool);

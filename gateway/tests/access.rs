@@ -451,3 +451,94 @@ async fn a_sandbox_condition_is_met_or_the_call_is_refused() {
         }
     }
 }
+
+/// The `tools/call` outcome records and the runner records of the gateway's audit trail.
+async fn outcomes_and_runner_records(
+    gw: &common::TestGateway,
+) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
+    let store = gateway::store::Store::open(&gw.gateway.config.storage.database_url)
+        .await
+        .unwrap();
+    let records: Vec<serde_json::Value> = gateway::audit::entries(store.pool(), None, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.record)
+        .collect();
+    let of_kind = |kind: &str| -> Vec<serde_json::Value> {
+        records
+            .iter()
+            .filter(|r| r["kind"] == kind && (kind != "outcome" || r["method"] == "tools/call"))
+            .cloned()
+            .collect()
+    };
+    (of_kind("outcome"), of_kind("runner"))
+}
+
+#[tokio::test]
+async fn each_call_names_its_sandbox_whose_runner_records_have_its_usage() {
+    let gw = gateway_with_policy("").await;
+    let ann = connect(&gw, &api_key(&gw, "ann", &["ops"]).await).await;
+    let file = gw.gateway.config.policy.file.clone().unwrap();
+    call(&ann, "demo__echo", serde_json::json!({"text": "warm"}))
+        .await
+        .unwrap();
+    std::fs::write(
+        &file,
+        "@id(\"ops\")\n@sandbox(\"per-call\")\npermit(principal in Mcp::Group::\"ops\", action, resource);\n",
+    )
+    .unwrap();
+    gw.gateway.access.policy.reload().unwrap();
+    call(&ann, "demo__echo", serde_json::json!({"text": "fresh"}))
+        .await
+        .unwrap();
+
+    // The per-call sandbox is torn down after the answer; its runner reports its exit then.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let (outcomes, runner) = loop {
+        let (outcomes, runner) = outcomes_and_runner_records(&gw).await;
+        let fresh = outcomes
+            .last()
+            .map(|o| o["sandbox"]["id"].clone())
+            .unwrap_or_default();
+        if runner
+            .iter()
+            .any(|r| r["sandbox"] == fresh && r["event"]["event"] == "exited")
+        {
+            break (outcomes, runner);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no exit recorded for {fresh}: {runner:#?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let [warm, fresh] = &outcomes[..] else {
+        panic!("two calls, two outcomes: {outcomes:#?}")
+    };
+    let events_of = |outcome: &serde_json::Value| -> Vec<serde_json::Value> {
+        let id = outcome["sandbox"]["id"].as_str().unwrap();
+        runner
+            .iter()
+            .filter(|r| r["sandbox"] == id)
+            .map(|r| r["event"].clone())
+            .collect()
+    };
+    // The warm call ran in the server's long-lived sandbox, started once and still running.
+    assert_ne!(warm["sandbox"]["id"], fresh["sandbox"]["id"]);
+    assert_eq!(warm["sandbox"]["notices"], serde_json::json!([]));
+    let warm_events = events_of(warm);
+    assert_eq!(warm_events.len(), 1, "{warm_events:#?}");
+    assert_eq!(warm_events[0]["event"], "started");
+    assert_eq!(warm_events[0]["tier"], "namespaces");
+    // The per-call sandbox started, served the one call and exited, with what it used.
+    let fresh_events = events_of(fresh);
+    let kinds: Vec<&str> = fresh_events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["started", "exited"]);
+    let usage = &fresh_events[1]["usage"];
+    assert!(usage["wall_ms"].as_u64().unwrap() > 0, "{usage}");
+    assert!(usage["peak_memory_bytes"].as_u64().unwrap() > 0, "{usage}");
+}

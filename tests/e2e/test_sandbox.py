@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
@@ -18,7 +19,17 @@ import pytest
 from mcp import MCPError
 
 from conftest import _toml_string, serving, write_config
-from support import NODE, NPM_MODULES, TIME_SERVER, TOOLS, connected, require
+from support import (
+    GATEWAY_BIN,
+    HANG_GUARD_SECS,
+    NODE,
+    NPM_MODULES,
+    TIME_SERVER,
+    TOOLS,
+    connected,
+    gateway_env,
+    require,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -58,6 +69,20 @@ command = {_toml_string(require(TIME_SERVER))}
     )
     with gateway_log("gateway.stderr") as log, serving(config, log) as url:
         yield url, workdir
+
+
+def audit_records(tmp_path: Path, *filters: str) -> list[dict]:
+    """The records `mcp-gateway audit query FILTERS` prints for the gateway configured in
+    `tmp_path`."""
+    done = subprocess.run(
+        [require(GATEWAY_BIN), "audit", "query", *filters, "--config", tmp_path / "gateway.toml"],
+        capture_output=True,
+        text=True,
+        env=gateway_env(),
+        timeout=HANG_GUARD_SECS,
+    )
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line)["record"] for line in done.stdout.splitlines()]
 
 
 def text(result) -> str:
@@ -147,7 +172,7 @@ async def test_a_server_killed_mid_call_gives_an_error_and_comes_back(sandboxed)
         assert await call_until_answered(client, "unruly__echo", {"text": "back"}) == "back"
 
 
-async def test_a_memory_hog_and_a_fork_bomb_are_contained_while_others_are_served(sandboxed) -> None:
+async def test_a_memory_hog_and_a_fork_bomb_are_contained_while_others_are_served(sandboxed, tmp_path: Path) -> None:
     url, _ = sandboxed
     async with connected(url, "auto") as victim, connected(url, "legacy") as bystander:
         served: list[str] = []
@@ -164,6 +189,10 @@ async def test_a_memory_hog_and_a_fork_bomb_are_contained_while_others_are_serve
             with pytest.raises(MCPError):
                 await victim.call_tool("unruly__hog", {})
         assert len(served) == 10
+        # The audit trail says why the call failed: the sandbox's memory limit.
+        [hog] = [r for r in audit_records(tmp_path, "--tool", "unruly__hog") if r["kind"] == "outcome"]
+        assert hog["outcome"]["degradation"] == "limit-hit", hog
+        assert any(n["detail"].startswith("memory") for n in hog["sandbox"]["notices"]), hog
 
         assert await call_until_answered(victim, "unruly__echo", {"text": "again"}) == "again"
         result = await victim.call_tool("unruly__fork_bomb", {})

@@ -9,10 +9,11 @@ use base64::{Engine, engine::general_purpose::STANDARD};
 use p256::{
     ecdsa::{
         Signature, SigningKey, VerifyingKey,
-        signature::{Signer, Verifier, hazmat::PrehashVerifier},
+        signature::{Signer, hazmat::PrehashVerifier},
     },
     pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding},
 };
+use ring::signature::{ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
 use sha2::{Digest, Sha256};
 
 /// Why a key could not be read.
@@ -115,7 +116,13 @@ pub fn verify(
         .decode(signature_b64.trim())
         .map_err(|_| SignatureError::Base64)?;
     let signature = Signature::from_der(&der).map_err(|_| SignatureError::Der)?;
-    if key.verify(hash, &signature).is_ok() {
+    // The double hash is ECDSA(SHA256) over the 32-byte hash, which is what `ring` verifies for
+    // a message: its P-256 arithmetic is several times faster than the pure-Rust `p256` crate's,
+    // and this is the check every signed tool pays for. `ring` gets the signature as parsed
+    // above (r and s), so what is accepted as DER does not change.
+    let point = key.to_sec1_point(false);
+    let ring_key = UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point.as_bytes());
+    if ring_key.verify(hash, &signature.to_bytes()).is_ok() {
         return Ok(Scheme::DoubleHash);
     }
     if key.verify_prehash(hash, &signature).is_ok() {

@@ -245,6 +245,32 @@ pub struct CallFacts<'a> {
     /// The isolation tier the server ran in, and the one its config asked for.
     pub tier: &'a str,
     pub tier_requested: &'a str,
+    /// The sandbox that served it, for a stdio server.
+    pub sandbox: Option<&'a SandboxFacts>,
+}
+
+/// The sandbox a call ran in: its id, which the runner's records (`kind: runner`) carry with
+/// the sandbox's start, limit hits, denials, resource usage and exit, and what its runner
+/// stopped or refused while the call ran.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SandboxFacts {
+    pub id: String,
+    pub notices: Vec<crate::upstream::launch::Notice>,
+}
+
+impl SandboxFacts {
+    /// The degradation the notices amount to, the most telling first: a limit hit, a refusal,
+    /// a timeout.
+    pub fn degradation(&self) -> Option<&'static str> {
+        ["limit-hit", "denied", "timed-out"]
+            .into_iter()
+            .find(|kind| self.notices.iter().any(|n| n.kind == *kind))
+            .map(|kind| match kind {
+                "denied" => "sandbox-denied",
+                "timed-out" => "timeout",
+                other => other,
+            })
+    }
 }
 
 /// The record of an outcome. The target is under `tool`, `resource` or `prompt`, as in the
@@ -266,6 +292,7 @@ pub fn outcome_record(call: &CallFacts<'_>, outcome: &Outcome) -> serde_json::Va
         "server": call.server,
         "definitionHash": call.definition_hash,
         "tier": { "requested": call.tier_requested, "used": call.tier },
+        "sandbox": call.sandbox,
         "outcome": outcome,
     })
 }

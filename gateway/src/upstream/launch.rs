@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use command_fds::{CommandFdExt, FdMapping};
@@ -18,7 +18,7 @@ use futures::future::BoxFuture;
 use process_wrap::tokio::{CommandWrap, ProcessGroup};
 use rmcp::transport::TokioChildProcess;
 use sandbox_runner::probe::Report;
-use sandbox_runner::protocol::{Envelope, Event, Isolation, LaunchSpec, Tier};
+use sandbox_runner::protocol::{Envelope, Event, Isolation, LaunchSpec, LimitKind, Tier};
 use secrecy::ExposeSecret;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
@@ -42,6 +42,123 @@ pub struct Launched {
     pub isolation: Isolation,
     /// Microseconds from the runner's start to the server's exec.
     pub start_us: u64,
+    /// What the sandbox's runner reports while the server runs.
+    pub report: Arc<SandboxReport>,
+}
+
+/// What one sandbox's runner reported that bears on the calls it served: the sandbox's id (named
+/// in each of the runner's audit records, so a call's outcome record leads to the sandbox's
+/// start, usage and exit) and its denials, limit hits and timeouts, numbered so that a call can
+/// tell which of them happened while it ran.
+#[derive(Debug)]
+pub struct SandboxReport {
+    pub id: String,
+    notices: Mutex<Notices>,
+    /// Whether the runner reported the sandbox's exit (its limit hits come before).
+    exited: tokio::sync::watch::Sender<bool>,
+}
+
+#[derive(Debug, Default)]
+struct Notices {
+    /// How many notices there have been.
+    count: u64,
+    /// The latest of them, with their numbers.
+    recent: std::collections::VecDeque<(u64, Notice)>,
+}
+
+/// Something a sandbox's runner stopped or refused.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Notice {
+    /// `denied`, `limit-hit` or `timed-out`.
+    pub kind: &'static str,
+    pub detail: String,
+}
+
+/// How many notices a report keeps for calls to look at; the audit trail has them all.
+const RECENT_NOTICES: usize = 32;
+
+impl SandboxReport {
+    pub fn new() -> Self {
+        Self {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            notices: Mutex::new(Notices::default()),
+            exited: tokio::sync::watch::Sender::new(false),
+        }
+    }
+
+    /// Waits, up to `limit`, for the runner to report the sandbox's exit: a call whose server
+    /// went away learns why (a limit, a refusal) before its outcome is recorded.
+    pub async fn exited_within(&self, limit: Duration) {
+        let mut exited = self.exited.subscribe();
+        let _ = tokio::time::timeout(limit, exited.wait_for(|gone| *gone)).await;
+    }
+
+    /// A mark to pass to [`Self::since`] later.
+    pub fn mark(&self) -> u64 {
+        self.lock().count
+    }
+
+    /// The notices after `mark` (those dropped from the recent ones are not listed).
+    pub fn since(&self, mark: u64) -> Vec<Notice> {
+        self.lock()
+            .recent
+            .iter()
+            .filter(|(n, _)| *n > mark)
+            .map(|(_, notice)| notice.clone())
+            .collect()
+    }
+
+    fn push(&self, notice: Notice) {
+        let mut notices = self.lock();
+        notices.count += 1;
+        let n = notices.count;
+        if notices.recent.len() == RECENT_NOTICES {
+            notices.recent.pop_front();
+        }
+        notices.recent.push_back((n, notice));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Notices> {
+        // A poisoned lock only means a panic elsewhere; the list itself stays consistent.
+        self.notices.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The notice an event of the runner amounts to, if any.
+    fn notice(event: &Event) -> Option<Notice> {
+        match event {
+            Event::Denied {
+                action,
+                target,
+                reason,
+            } => Some(Notice {
+                kind: "denied",
+                detail: format!("{action} {target}: {reason}"),
+            }),
+            Event::LimitHit { limit, detail } => Some(Notice {
+                kind: "limit-hit",
+                detail: format!(
+                    "{}: {detail}",
+                    match limit {
+                        LimitKind::Memory => "memory",
+                        LimitKind::Pids => "pids",
+                        LimitKind::Cpu => "cpu",
+                        LimitKind::Output => "output",
+                    }
+                ),
+            }),
+            Event::TimedOut { after_ms } => Some(Notice {
+                kind: "timed-out",
+                detail: format!("after {after_ms} ms"),
+            }),
+            _ => None,
+        }
+    }
+}
+
+impl Default for SandboxReport {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Why a server could not be started.
@@ -262,11 +379,13 @@ impl RunnerLauncher {
             .await
             .map_err(|e| format!("the runner closed its control channel: {e}"))?;
         let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+        let report = Arc::new(SandboxReport::new());
         tokio::spawn(pump_events(
             Arc::from(server),
             reader,
             writer,
             audit,
+            report.clone(),
             first_tx,
         ));
         match tokio::time::timeout(START_TIMEOUT, first_rx).await {
@@ -277,6 +396,7 @@ impl RunnerLauncher {
                 tier_requested: started.tier_requested,
                 isolation: started.isolation,
                 start_us: started.start_us,
+                report,
             }),
             Ok(Ok(Err(message))) => Err(message),
             Ok(Err(_)) => Err("the sandbox runner ended without reporting".into()),
@@ -342,6 +462,7 @@ async fn pump_events(
     reader: tokio::net::unix::OwnedReadHalf,
     mut writer: tokio::net::unix::OwnedWriteHalf,
     audit: Option<AuditLog>,
+    report: Arc<SandboxReport>,
     first: tokio::sync::oneshot::Sender<Result<Started, String>>,
 ) {
     let mut first = Some(first);
@@ -359,11 +480,18 @@ async fn pump_events(
         if envelope.seq > last_seq {
             last_seq = envelope.seq;
             log_event(&server, &envelope.event);
+            if let Some(notice) = SandboxReport::notice(&envelope.event) {
+                report.push(notice);
+            }
+            if matches!(envelope.event, Event::Exited { .. }) {
+                report.exited.send_replace(true);
+            }
             if let Some(audit) = &audit {
                 let body = serde_json::json!({
                     "kind": "runner",
                     "time": crate::audit::now_ms(),
                     "server": &*server,
+                    "sandbox": report.id,
                     "seq": envelope.seq,
                     "event": &envelope.event,
                 });
@@ -676,5 +804,46 @@ mod tests {
             Path::new("/nonexistent"),
         );
         assert_eq!(paths, vec![dir.path().join("node_modules")]);
+    }
+
+    #[test]
+    fn a_call_sees_the_notices_after_its_mark_and_the_report_stays_bounded() {
+        let report = SandboxReport::new();
+        let started = || Event::Connected {
+            target: "a:1".into(),
+        };
+        assert_eq!(SandboxReport::notice(&started()), None);
+        let denied = Event::Denied {
+            action: "connect".into(),
+            target: "10.0.0.1:22".into(),
+            reason: "not in the allow-list".into(),
+        };
+        report.push(SandboxReport::notice(&denied).expect("a notice"));
+        let mark = report.mark();
+        assert_eq!(report.since(mark), vec![]);
+        let hit = Event::LimitHit {
+            limit: LimitKind::Memory,
+            detail: "OOM kill".into(),
+        };
+        report.push(SandboxReport::notice(&hit).expect("a notice"));
+        assert_eq!(
+            report.since(mark),
+            vec![Notice {
+                kind: "limit-hit",
+                detail: "memory: OOM kill".into()
+            }]
+        );
+        assert_eq!(report.since(0).len(), 2);
+        let facts = crate::audit::SandboxFacts {
+            id: report.id.clone(),
+            notices: report.since(0),
+        };
+        // A limit hit says more than the refusals around it.
+        assert_eq!(facts.degradation(), Some("limit-hit"));
+        for _ in 0..100 {
+            report.push(SandboxReport::notice(&denied).expect("a notice"));
+        }
+        assert_eq!(report.since(0).len(), RECENT_NOTICES);
+        assert_eq!(report.since(report.mark()), vec![]);
     }
 }

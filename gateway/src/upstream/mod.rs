@@ -72,6 +72,8 @@ pub struct ToolTrust {
     pub signature: SignatureCheck,
     /// The definition hash (`verifier::definition_hash`) of the definition this is about.
     pub hash: String,
+    /// Where the definition is in the catalog's `tools`, so a call finds it without a search.
+    pub position: usize,
 }
 
 /// The outcome of checking a tool's SchemaPin signature.
@@ -173,11 +175,17 @@ pub enum UpstreamError {
 /// A server started for one call, in a sandbox of its own; [`PerCall::close`] ends it.
 pub struct PerCall {
     connection: Connection,
+    report: Option<Arc<launch::SandboxReport>>,
 }
 
 impl PerCall {
     pub fn peer(&self) -> Peer<RoleClient> {
         self.connection.peer().clone()
+    }
+
+    /// What the per-call sandbox's runner reports.
+    pub fn report(&self) -> Option<Arc<launch::SandboxReport>> {
+        self.report.clone()
     }
 
     /// Ends the server: its stdin closes, and the sandbox and everything in it is gone.
@@ -196,6 +204,8 @@ pub struct Upstream {
     /// The isolation tier asked for and the one in use.
     tier: RwLock<(&'static str, &'static str)>,
     pid: RwLock<Option<u32>>,
+    /// What the shared connection's sandbox reports (stdio servers).
+    sandbox: RwLock<Option<Arc<launch::SandboxReport>>>,
     /// Upstream resource URIs some client is subscribed to, with how many subscriptions each.
     wanted: Mutex<BTreeMap<String, usize>>,
     /// Wakes the supervisor when `wanted` changes, for upstreams that take subscriptions
@@ -278,6 +288,7 @@ impl Upstream {
             catalog: RwLock::new(Arc::default()),
             tier: RwLock::new(("none", "none")),
             pid: RwLock::new(None),
+            sandbox: RwLock::new(None),
             wanted: Mutex::new(BTreeMap::new()),
             wanted_changed: tokio::sync::Notify::new(),
             context: std::sync::OnceLock::new(),
@@ -293,10 +304,10 @@ impl Upstream {
         })
     }
 
-    /// Puts `catalog` in place as if the server had listed it, for tests of what is built on
-    /// catalogs.
-    #[cfg(test)]
-    pub(crate) fn set_catalog(&self, catalog: Catalog) {
+    /// Puts `catalog` in place as if the server had listed it, for tests and benchmarks of what
+    /// is built on catalogs.
+    #[doc(hidden)]
+    pub fn set_catalog(&self, catalog: Catalog) {
         *write(&self.catalog) = Arc::new(catalog);
     }
 
@@ -402,6 +413,15 @@ impl Upstream {
     }
 
     /// The process id of a running stdio server.
+    /// What the sandbox of the shared connection reports, for the records of the calls it
+    /// serves: none for remote servers, and for servers with a process per client session.
+    pub fn sandbox(&self) -> Option<Arc<launch::SandboxReport>> {
+        if self.spec.sessions == crate::config::SessionMode::PerClient {
+            return None;
+        }
+        read(&self.sandbox).clone()
+    }
+
     pub fn pid(&self) -> Option<u32> {
         *read(&self.pid)
     }
@@ -442,7 +462,7 @@ impl Upstream {
             }
             connections.remove(&session);
         }
-        let connection = self.open_connection().await?;
+        let (connection, _) = self.open_connection().await?;
         let peer = connection.peer().clone();
         connections.insert(session, connection);
         tracing::info!(server = %self.name, session, "opened a per-client upstream session");
@@ -451,7 +471,9 @@ impl Upstream {
 
     /// A fresh connection that serves requests only (list changes are followed on the shared
     /// connection): a new process, in a new sandbox, for a stdio server.
-    async fn open_connection(&self) -> Result<Connection, UpstreamError> {
+    async fn open_connection(
+        &self,
+    ) -> Result<(Connection, Option<Arc<launch::SandboxReport>>), UpstreamError> {
         let cx = self
             .context
             .get()
@@ -466,7 +488,7 @@ impl Upstream {
             naming: cx.naming.clone(),
             list_changes,
         };
-        let connection = tokio::time::timeout(cx.connect_timeout, self.connect(handler, cx, false))
+        let opened = tokio::time::timeout(cx.connect_timeout, self.connect(handler, cx, false))
             .await
             .map_err(|_| UpstreamError::Timeout {
                 server: self.spec.name.clone(),
@@ -476,7 +498,7 @@ impl Upstream {
                 server: self.spec.name.clone(),
                 state,
             })?;
-        Ok(connection)
+        Ok(opened)
     }
 
     /// Starts a sandbox for one call of `tool` (`@sandbox("per-call")`): a new server process,
@@ -487,7 +509,7 @@ impl Upstream {
         tool: &str,
         expected_hash: &str,
     ) -> Result<PerCall, UpstreamError> {
-        let connection = self.open_connection().await?;
+        let (connection, report) = self.open_connection().await?;
         let tools = connection.peer().list_all_tools().await;
         let definition = tools.ok().and_then(|tools| {
             let tool = tools.into_iter().find(|t| t.name == tool)?;
@@ -503,7 +525,7 @@ impl Upstream {
                 ),
             });
         }
-        Ok(PerCall { connection })
+        Ok(PerCall { connection, report })
     }
 
     /// Closes the per-client connection of a session that ended (its process is killed).
@@ -641,7 +663,7 @@ impl Upstream {
                 attempt = tokio::time::timeout(cx.connect_timeout, self.connect(handler, &cx, true)) => attempt,
             };
             match attempt {
-                Ok(Ok(connection)) => {
+                Ok(Ok((connection, _))) => {
                     let started = Instant::now();
                     let suspended = self.serve(connection, &mut list_rx, &cx, discovering).await;
                     discovering = false;
@@ -686,7 +708,7 @@ impl Upstream {
         handler: UpstreamClient,
         cx: &SupervisorContext,
         shared: bool,
-    ) -> Result<Connection, String> {
+    ) -> Result<(Connection, Option<Arc<launch::SandboxReport>>), String> {
         let lifecycle = ClientLifecycleMode::Auto {
             preferred_versions: vec![ProtocolVersion::V_2026_07_28],
             legacy_version: None,
@@ -700,16 +722,23 @@ impl Upstream {
                     .map_err(|e| e.to_string())?;
                 *write(&self.tier) = (launched.tier_requested.as_str(), launched.tier.as_str());
                 if shared {
-                    // Status reports the shared connection's process.
+                    // Status reports the shared connection's process, and outcome records
+                    // its sandbox.
                     *write(&self.pid) = launched.pid;
+                    *write(&self.sandbox) = Some(launched.report.clone());
                 }
+                let report = launched.report;
                 tracing::info!(server = %self.name, pid = ?launched.pid, tier = %launched.tier, start_us = launched.start_us, "started upstream process");
                 let transport = tap::NotificationTap::new(
                     launched.transport,
                     self.name.clone(),
                     cx.sessions.clone(),
                 );
-                handler.serve_with_lifecycle(transport, lifecycle).await
+                return handler
+                    .serve_with_lifecycle(transport, lifecycle)
+                    .await
+                    .map(|connection| (connection, Some(report)))
+                    .map_err(|e| format!("initialization failed: {e}"));
             }
             TransportSpec::Http(spec) if spec.legacy_sse => {
                 let sse = legacy_sse::LegacySseTransport::connect(
@@ -736,7 +765,9 @@ impl Upstream {
                 handler.serve_with_lifecycle(transport, lifecycle).await
             }
         };
-        result.map_err(|e| format!("initialization failed: {e}"))
+        result
+            .map(|connection| (connection, None))
+            .map_err(|e| format!("initialization failed: {e}"))
     }
 
     /// Serves one connection until it ends or the gateway shuts down.
@@ -976,7 +1007,7 @@ impl Upstream {
                 Vec::new().into_iter()
             }
         };
-        for (tool, record) in catalog.tools.iter().zip(&records) {
+        for (position, (tool, record)) in catalog.tools.iter().zip(&records).enumerate() {
             // A tool whose state cannot be determined counts as quarantined: hidden.
             let definition = match record {
                 Some(_) => recorded.next().unwrap_or(DefinitionState::Quarantined),
@@ -990,6 +1021,7 @@ impl Upstream {
                     .as_ref()
                     .map(|(hash, _)| hash.clone())
                     .unwrap_or_default(),
+                position,
             };
             if !self.trusted(&trust) {
                 let served = self.spec.verification == crate::config::VerificationMode::Audit;
