@@ -26,6 +26,8 @@ struct Dir {
 /// The cgroups of one sandbox.
 #[derive(Debug, Default)]
 pub struct Cgroups {
+    /// The directory name, the same in every hierarchy.
+    name: String,
     dirs: Vec<Dir>,
     /// How each limit is enforced, for the `started` event.
     pub enforced: Vec<String>,
@@ -194,6 +196,7 @@ impl Cgroups {
     pub fn create(limits: &Limits) -> Self {
         let name = format!("{PREFIX}{}-{}", std::process::id(), random_suffix());
         let mut cgroups = Cgroups::default();
+        cgroups.name.clone_from(&name);
         for hierarchy in hierarchies(false) {
             sweep(&hierarchy.base);
             if let Some(root) = hierarchy.mount.as_deref()
@@ -311,6 +314,13 @@ impl Cgroups {
         }
         // `cpu.stat` exists without the cpu controller: CPU time is measured either way.
         self.cpu_time = true;
+    }
+
+    /// The cgroups' name, relative to the runner's own cgroup in every hierarchy, if any was
+    /// made: what a gVisor sandbox's OCI `cgroupsPath` names, so that runsc puts the sandbox in
+    /// them (it uses cgroups that exist as they are, and leaves them to their maker).
+    pub fn relative_path(&self) -> Option<&str> {
+        (!self.dirs.is_empty()).then_some(self.name.as_str())
     }
 
     /// Moves a process (and so everything it will start) into every cgroup of the sandbox.

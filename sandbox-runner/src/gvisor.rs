@@ -147,6 +147,7 @@ pub fn write_bundle(
     read_only: &[PathBuf],
     env: &[(String, String)],
     denied_syscalls: &[&str],
+    cgroups_path: Option<&str>,
 ) -> Result<Bundle, String> {
     let runsc = runsc().ok_or("runsc is not installed")?;
     crate::cgroup::sweep_all();
@@ -229,7 +230,7 @@ pub fn write_bundle(
     let args: Vec<String> = std::iter::once(command.display().to_string())
         .chain(spec.args.iter().cloned())
         .collect();
-    let config = json!({
+    let mut config = json!({
         "ociVersion": "1.0.2",
         "hostname": crate::HOSTNAME,
         "root": {"path": "rootfs", "readonly": true},
@@ -260,6 +261,11 @@ pub fn write_bundle(
             },
         },
     });
+    if let Some(path) = cgroups_path {
+        // Relative: under runsc's own cgroup (the runner's) in each hierarchy, where the runner
+        // made them and set the limits.
+        config["linux"]["cgroupsPath"] = path.into();
+    }
     let text = serde_json::to_string_pretty(&config).map_err(|e| e.to_string())?;
     fs::write(dir.join("config.json"), text).map_err(io)?;
     Ok(bundle)

@@ -602,6 +602,13 @@ fn start_gvisor(spec: &LaunchSpec, command: &Path, begin: Instant) -> Attempt {
         )));
     };
     let env = environment(spec);
+    // The runner's own cgroups, as in the namespaces tier, so that it can read what the sandbox
+    // used and which limit it hit. The pids limit counts gVisor's own threads too.
+    let mut cgroup_limits = spec.limits.clone();
+    cgroup_limits.pids = cgroup_limits
+        .pids
+        .map(|pids| pids + crate::gvisor::GVISOR_THREADS);
+    let cgroups = Cgroups::create(&cgroup_limits);
     let bundle = match crate::gvisor::write_bundle(
         &dir,
         spec,
@@ -609,6 +616,7 @@ fn start_gvisor(spec: &LaunchSpec, command: &Path, begin: Instant) -> Attempt {
         &read_only,
         &env,
         confine::DENIED_SYSCALL_NAMES,
+        cgroups.relative_path(),
     ) {
         Ok(bundle) => bundle,
         Err(e) => {
@@ -638,9 +646,15 @@ fn start_gvisor(spec: &LaunchSpec, command: &Path, begin: Instant) -> Attempt {
         (limits.cpus.is_some(), "cpus"),
     ] {
         if set {
-            isolation
-                .limits
-                .push(format!("{name}: runsc (OCI resources)"));
+            // runsc applies a limit itself only in a cgroup it had to make.
+            let ours = cgroups
+                .enforced
+                .iter()
+                .find(|e| e.starts_with(&format!("{name}:")));
+            isolation.limits.push(match ours {
+                Some(enforced) => enforced.clone(),
+                None => format!("{name}: runsc (OCI resources)"),
+            });
         }
     }
     if limits.pids.is_some() {
@@ -668,7 +682,7 @@ fn start_gvisor(spec: &LaunchSpec, command: &Path, begin: Instant) -> Attempt {
         started: begin,
         start_us: begin.elapsed().as_micros() as u64,
         isolation,
-        cgroups: Cgroups::default(),
+        cgroups,
         stdout: stdout_read,
         stderr: stderr_read,
         status: None,

@@ -664,6 +664,9 @@ fn gvisor_contains_a_fork_bomb_a_memory_hog_and_a_process_ignoring_sigterm() {
     );
     let exited = bomb.event("exited").expect("exited");
     assert_ne!(exited["code"], 0, "{exited}");
+    // The runner's own cgroups hold the sandbox, so it tells which limit ended it.
+    let hit = bomb.event("limit_hit").expect("a limit_hit event");
+    assert_eq!(hit["limit"], "pids", "{hit}");
     let hog = run_in(
         "gvisor",
         dir.path(),
@@ -673,6 +676,13 @@ fn gvisor_contains_a_fork_bomb_a_memory_hog_and_a_process_ignoring_sigterm() {
     assert!(hog.event("timed_out").is_none(), "{:#?}", hog.events);
     let exited = hog.event("exited").expect("exited");
     assert_ne!(exited["code"], 0, "{exited}");
+    let hit = hog.event("limit_hit").expect("a limit_hit event");
+    assert_eq!(hit["limit"], "memory", "{hit}");
+    // The sandbox's peak, gVisor's own memory included, read from its cgroup: up to the limit.
+    let peak = exited["usage"]["peak_memory_bytes"]
+        .as_u64()
+        .expect("peak memory");
+    assert!(peak > 32 << 20 && peak <= 64 << 20, "{exited}");
     let stubborn = run_in(
         "gvisor",
         dir.path(),
