@@ -323,6 +323,11 @@ impl Cgroups {
         (!self.dirs.is_empty()).then_some(self.name.as_str())
     }
 
+    /// Whether a cgroup v1 hierarchy holds the sandbox (a v2-only host has none).
+    pub fn has_v1(&self) -> bool {
+        self.dirs.iter().any(|d| d.controller != "unified")
+    }
+
     /// Moves a process (and so everything it will start) into every cgroup of the sandbox.
     pub fn add(&self, pid: u32) -> std::io::Result<()> {
         for dir in &self.dirs {

@@ -609,6 +609,13 @@ fn start_gvisor(spec: &LaunchSpec, command: &Path, begin: Instant) -> Attempt {
         .pids
         .map(|pids| pids + crate::gvisor::GVISOR_THREADS);
     let cgroups = Cgroups::create(&cgroup_limits);
+    // runsc finds a relative `cgroupsPath` under its own cgroup in a v1 hierarchy, but beside it
+    // on a v2-only host, where it makes and limits cgroups of its own instead.
+    let cgroups = if cgroups.has_v1() {
+        cgroups
+    } else {
+        Cgroups::default()
+    };
     let bundle = match crate::gvisor::write_bundle(
         &dir,
         spec,
@@ -664,9 +671,15 @@ fn start_gvisor(spec: &LaunchSpec, command: &Path, begin: Instant) -> Attempt {
         ));
     }
     if limits.cpu_seconds.is_some() {
-        isolation
-            .notes
-            .push("cpu_seconds is not enforced in the gvisor tier".into());
+        if cgroups.cpu_time {
+            isolation
+                .limits
+                .push("cpu_seconds: cgroup CPU time, gVisor's own included".into());
+        } else {
+            isolation.notes.push(
+                "cpu_seconds is not enforced: no cgroup measures the sandbox's CPU time".into(),
+            );
+        }
     }
     let mut process = bundle.command();
     process.env_clear();

@@ -270,7 +270,9 @@ pub async fn supervise(
     let cpu_limit_us = spec
         .limits
         .cpu_seconds
-        .filter(|_| running.cgroups.cpu_time && running.tier == Tier::Namespaces)
+        .filter(|_| {
+            running.cgroups.cpu_time && matches!(running.tier, Tier::Namespaces | Tier::Gvisor)
+        })
         .map(|s| (s * 1e6) as u64);
     let mut cpu_poll = tokio::time::interval(CPU_POLL);
     let mut kill_at: Option<Instant> = None;

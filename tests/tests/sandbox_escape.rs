@@ -683,6 +683,21 @@ fn gvisor_contains_a_fork_bomb_a_memory_hog_and_a_process_ignoring_sigterm() {
         .as_u64()
         .expect("peak memory");
     assert!(peak > 32 << 20 && peak <= 64 << 20, "{exited}");
+    // CPU time is measured on the cgroup too (gVisor's own included) and cut at the limit.
+    let spinner = run_in(
+        "gvisor",
+        dir.path(),
+        &["--cpu-seconds", "1", "--wall-secs", "30"],
+        &["spin"],
+    );
+    assert!(
+        spinner.event("timed_out").is_none(),
+        "{:#?}",
+        spinner.events
+    );
+    let hit = spinner.event("limit_hit").expect("a limit_hit event");
+    assert_eq!(hit["limit"], "cpu", "{hit}");
+    assert!(spinner.event("exited").is_some());
     let stubborn = run_in(
         "gvisor",
         dir.path(),
