@@ -45,6 +45,17 @@ enum Command {
         #[arg(long)]
         control_fd: i32,
     },
+    /// Inside a gvisor sandbox: forward the egress proxy's address to the runner's socket and
+    /// run the command (the runner starts it; not for direct use).
+    #[command(hide = true)]
+    EgressShim {
+        #[arg(long)]
+        listen: String,
+        #[arg(long)]
+        socket: PathBuf,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -170,6 +181,11 @@ where
             }
         },
         Command::Launch { control_fd } => exit(launch(control_fd)),
+        Command::EgressShim {
+            listen,
+            socket,
+            command,
+        } => exit(crate::shim::run(&listen, &socket, &command)),
     }
 }
 

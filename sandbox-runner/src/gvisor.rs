@@ -39,12 +39,39 @@ pub const GVISOR_THREADS: u64 = 128;
 
 use crate::namespaces::{ETC_ENTRIES, SYSTEM_DIRS};
 
+/// Where, inside a gVisor sandbox, the runner's egress proxy is reached: the Unix socket the
+/// runner serves it on, bind-mounted here.
+pub const EGRESS_SOCKET: &str = "/run/mcp-egress.sock";
+
+/// How a gVisor sandbox reaches the runner's egress proxy, which has no network of its own to
+/// offer: the runner serves the proxy on a Unix socket (`socket`, on the host), runsc lets the
+/// sandbox connect to it (`--host-uds=open`), and the sandbox's first process is the runner's
+/// own `egress-shim` (`shim`: its program and the arguments before the subcommand), which
+/// listens on the proxy's usual address inside, forwards each connection to the socket, and
+/// runs the server.
+#[derive(Debug)]
+pub struct Egress {
+    pub socket: PathBuf,
+    pub shim: Vec<String>,
+}
+
+/// What ties a gVisor sandbox to its runner: the runner's cgroups, named relative to runsc's own
+/// (`cgroupsPath`), and the way to its egress proxy.
+#[derive(Debug, Default)]
+pub struct Ties<'a> {
+    pub cgroups_path: Option<&'a str>,
+    pub egress: Option<&'a Egress>,
+}
+
 /// A written bundle, removed (with runsc's state of it) when dropped.
 #[derive(Debug)]
 pub struct Bundle {
     pub dir: PathBuf,
     pub id: String,
     runsc: PathBuf,
+    /// Whether the sandbox may connect to host Unix sockets bind-mounted into it (the egress
+    /// proxy's, and no other is mounted).
+    host_uds: bool,
     /// What the runner created under `dir`, in creation order.
     created: Vec<PathBuf>,
 }
@@ -97,6 +124,9 @@ impl Bundle {
             "--oci-seccomp".to_owned(),
             format!("--root={}", self.dir.join("state").display()),
         ];
+        if self.host_uds {
+            args.push("--host-uds=open".to_owned());
+        }
         if !nix::unistd::geteuid().is_root() {
             args.push("--rootless".to_owned());
         }
@@ -147,8 +177,12 @@ pub fn write_bundle(
     read_only: &[PathBuf],
     env: &[(String, String)],
     denied_syscalls: &[&str],
-    cgroups_path: Option<&str>,
+    ties: Ties<'_>,
 ) -> Result<Bundle, String> {
+    let Ties {
+        cgroups_path,
+        egress,
+    } = ties;
     let runsc = runsc().ok_or("runsc is not installed")?;
     crate::cgroup::sweep_all();
     let id = dir
@@ -159,6 +193,7 @@ pub fn write_bundle(
         dir: dir.to_path_buf(),
         id,
         runsc,
+        host_uds: egress.is_some(),
         created: Vec::new(),
     };
     let rootfs = dir.join("rootfs");
@@ -227,9 +262,31 @@ pub fn write_bundle(
         resources["cpu"] = json!({"quota": (cpus * 100_000.0) as i64, "period": 100_000});
     }
     let open_files = limits.open_files.unwrap_or(1024);
-    let args: Vec<String> = std::iter::once(command.display().to_string())
+    let mut args: Vec<String> = std::iter::once(command.display().to_string())
         .chain(spec.args.iter().cloned())
         .collect();
+    if let Some(egress) = egress {
+        let socket = under(&rootfs, Path::new(EGRESS_SOCKET));
+        bundle.make_file(&socket).map_err(io)?;
+        mounts.push(bind(Path::new(EGRESS_SOCKET), &egress.socket, false));
+        if let Some(program) = egress.shim.first() {
+            let program = Path::new(program);
+            let target = under(&rootfs, program);
+            if !target.exists() {
+                bundle.make_file(&target).map_err(io)?;
+                mounts.push(bind(program, program, false));
+            }
+        }
+        let shim = egress.shim.iter().cloned().chain([
+            "egress-shim".to_owned(),
+            "--listen".to_owned(),
+            format!("127.0.0.1:{}", crate::namespaces::PROXY_PORT),
+            "--socket".to_owned(),
+            EGRESS_SOCKET.to_owned(),
+            "--".to_owned(),
+        ]);
+        args = shim.chain(args).collect();
+    }
     let mut config = json!({
         "ociVersion": "1.0.2",
         "hostname": crate::HOSTNAME,

@@ -15,6 +15,7 @@ pub mod probe;
 pub mod protocol;
 mod proxy;
 pub mod sandbox;
+mod shim;
 pub mod supervise;
 
 pub use namespaces::{HOSTNAME, INSIDE_ID, PROXY_PORT, SYSTEM_DIRS};

@@ -5,26 +5,47 @@
 
 use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::sync::mpsc;
 
 use crate::protocol::Event;
 
 const MAX_HEAD: usize = 16 * 1024;
 
-/// Serves the proxy until the listener fails; reports every connection allowed or denied.
+/// Serves the proxy on `listener` (TCP inside a namespaces sandbox, a Unix socket for a gVisor
+/// sandbox's egress shim) until it fails; reports every connection allowed or denied.
 pub(crate) async fn serve(
-    listener: TcpListener,
+    listener: impl Listener,
     allow: Arc<Vec<String>>,
     events: mpsc::UnboundedSender<Event>,
 ) {
-    while let Ok((stream, _)) = listener.accept().await {
+    while let Ok(stream) = listener.next().await {
         let allow = allow.clone();
         let events = events.clone();
         tokio::spawn(async move {
             let _ = handle(stream, &allow, &events).await;
         });
+    }
+}
+
+/// A listening socket the proxy can serve on.
+pub(crate) trait Listener {
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    fn next(&self) -> impl Future<Output = std::io::Result<Self::Stream>>;
+}
+
+impl Listener for TcpListener {
+    type Stream = TcpStream;
+    async fn next(&self) -> std::io::Result<TcpStream> {
+        self.accept().await.map(|(stream, _)| stream)
+    }
+}
+
+impl Listener for UnixListener {
+    type Stream = tokio::net::UnixStream;
+    async fn next(&self) -> std::io::Result<Self::Stream> {
+        self.accept().await.map(|(stream, _)| stream)
     }
 }
 
@@ -62,7 +83,7 @@ fn target_of(head: &str) -> Option<(bool, String)> {
 }
 
 async fn handle(
-    mut client: TcpStream,
+    mut client: impl AsyncRead + AsyncWrite + Unpin,
     allow: &[String],
     events: &mpsc::UnboundedSender<Event>,
 ) -> std::io::Result<()> {

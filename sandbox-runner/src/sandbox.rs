@@ -63,6 +63,8 @@ pub struct Running {
     pub status: Option<OwnedFd>,
     /// Where the init sent the proxy's listening socket.
     pub proxy: Option<OwnedFd>,
+    /// The proxy's Unix socket for a `gvisor` sandbox's `egress-shim`.
+    pub egress: Option<std::os::unix::net::UnixListener>,
     /// The directory the sandbox's root was mounted on (removed at the end).
     pub root_dir: Option<PathBuf>,
     /// The OCI bundle of a `gvisor` sandbox (deleted at the end, before `root_dir`).
@@ -73,9 +75,28 @@ impl Drop for Running {
     fn drop(&mut self) {
         drop(self.bundle.take());
         if let Some(dir) = &self.root_dir {
+            let _ = std::fs::remove_file(dir.join(EGRESS_SOCKET_NAME));
             let _ = std::fs::remove_dir(dir);
         }
     }
+}
+
+/// The egress proxy's socket of a `gvisor` sandbox, in its bundle directory.
+const EGRESS_SOCKET_NAME: &str = "egress.sock";
+
+/// The runner's own program and the arguments before its subcommand (`sandbox-runner` in
+/// `mcp-gateway sandbox-runner launch ...`): how the egress shim is started inside a sandbox.
+fn shim_command() -> Option<Vec<String>> {
+    let program = std::env::current_exe().ok()?.to_str()?.to_owned();
+    let mut command = vec![program];
+    for arg in std::env::args_os().skip(1) {
+        let arg = arg.to_str()?;
+        if arg == "launch" || arg == "run" {
+            return Some(command);
+        }
+        command.push(arg.to_owned());
+    }
+    None
 }
 
 /// Finds the program: an absolute or relative path as given, else the first match in `PATH`.
@@ -462,6 +483,7 @@ fn start_namespaces(spec: &LaunchSpec, command: &Path, begin: Instant) -> Attemp
         stderr: ours.stderr,
         status: Some(ours.status),
         proxy: ours.proxy,
+        egress: None,
         root_dir: Some(root_dir),
         bundle: None,
     };
@@ -589,12 +611,6 @@ fn start_gvisor(spec: &LaunchSpec, command: &Path, begin: Instant) -> Attempt {
     if let Some(reason) = crate::gvisor::unavailable_reason() {
         return Err(Unavailable(reason));
     }
-    if !spec.allow_net.is_empty() {
-        return Ok(Err(Refused::new(
-            "the gvisor tier has no network at all: its proxy is not built yet, so `allow_net` \
-             needs the namespaces tier",
-        )));
-    }
     let read_only = read_only_paths(spec, command);
     let Ok(dir) = make_root_dir() else {
         return Ok(Err(Refused::new(
@@ -616,6 +632,30 @@ fn start_gvisor(spec: &LaunchSpec, command: &Path, begin: Instant) -> Attempt {
     } else {
         Cgroups::default()
     };
+    // Approved endpoints: the proxy on a Unix socket, and the runner's egress shim inside.
+    let (egress, egress_spec) = if spec.allow_net.is_empty() {
+        (None, None)
+    } else {
+        let socket = dir.join(EGRESS_SOCKET_NAME);
+        let listener = match std::os::unix::net::UnixListener::bind(&socket) {
+            Ok(listener) => listener,
+            Err(e) => {
+                let _ = std::fs::remove_dir(&dir);
+                return Ok(Err(Refused::new(format!(
+                    "cannot serve the egress proxy on {}: {e}",
+                    socket.display()
+                ))));
+            }
+        };
+        let Some(shim) = shim_command() else {
+            let _ = std::fs::remove_file(&socket);
+            let _ = std::fs::remove_dir(&dir);
+            return Ok(Err(Refused::new(
+                "cannot find the runner's own program for the egress shim",
+            )));
+        };
+        (Some(listener), Some(crate::gvisor::Egress { socket, shim }))
+    };
     let bundle = match crate::gvisor::write_bundle(
         &dir,
         spec,
@@ -623,10 +663,16 @@ fn start_gvisor(spec: &LaunchSpec, command: &Path, begin: Instant) -> Attempt {
         &read_only,
         &env,
         confine::DENIED_SYSCALL_NAMES,
-        cgroups.relative_path(),
+        crate::gvisor::Ties {
+            cgroups_path: cgroups.relative_path(),
+            egress: egress_spec.as_ref(),
+        },
     ) {
         Ok(bundle) => bundle,
         Err(e) => {
+            if let Some(egress) = &egress_spec {
+                let _ = std::fs::remove_file(&egress.socket);
+            }
             let _ = std::fs::remove_dir(&dir);
             return Ok(Err(Refused::new(format!("writing the OCI bundle: {e}"))));
         }
@@ -700,6 +746,7 @@ fn start_gvisor(spec: &LaunchSpec, command: &Path, begin: Instant) -> Attempt {
         stderr: stderr_read,
         status: None,
         proxy: None,
+        egress,
         root_dir: Some(dir),
         bundle: Some(bundle),
     }))
@@ -749,6 +796,7 @@ fn start_process(spec: &LaunchSpec, command: &Path, begin: Instant) -> Attempt {
         stderr: stderr_read,
         status: None,
         proxy: None,
+        egress: None,
         root_dir: None,
         bundle: None,
     }))

@@ -247,6 +247,18 @@ pub async fn supervise(
             Err(e) => eprintln!("sandbox-runner: the proxy is unavailable: {e}"),
         }
     }
+    if let Some(listener) = running.egress.take() {
+        let listener = listener
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::UnixListener::from_std(listener));
+        match listener {
+            Ok(listener) => {
+                let allow = Arc::new(spec.allow_net.clone());
+                tokio::spawn(crate::proxy::serve(listener, allow, events_tx.clone()));
+            }
+            Err(e) => eprintln!("sandbox-runner: the proxy is unavailable: {e}"),
+        }
+    }
     drop(events_tx);
 
     sink.emit(Event::Started {
