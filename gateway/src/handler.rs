@@ -95,6 +95,36 @@ impl GatewayHandler {
             .map_err(|r| r.into_error(|| unexpected(method)))
     }
 
+    /// Records a list that left out servers that are down (not ones suspended, whose lists are
+    /// kept), once per listing: on its first page.
+    fn record_partial_list(&self, who: &Identity, method: &str, first_page: bool) {
+        if !first_page {
+            return;
+        }
+        let unavailable: Vec<&str> = self
+            .gateway
+            .registry
+            .upstreams()
+            .filter(|u| {
+                matches!(
+                    u.state(),
+                    crate::upstream::UpstreamState::Connecting
+                        | crate::upstream::UpstreamState::Failed(_)
+                )
+            })
+            .map(|u| u.spec.name.as_str())
+            .collect();
+        if unavailable.is_empty() {
+            return;
+        }
+        let record =
+            crate::audit::partial_list_record(who, &self.session_name(), method, &unavailable);
+        // The list is answered without waiting: it changes nothing.
+        if let Err(e) = self.gateway.audit.log.record_nowait(&record) {
+            tracing::error!(error = %e, method, "cannot record a partial list");
+        }
+    }
+
     async fn relay(
         &self,
         server: &str,
@@ -290,6 +320,7 @@ impl ServerHandler for GatewayHandler {
                 let target = Target::tool(&tool.name, server, local, tool, trust);
                 self.visible(&who, "tools/list", &target)
             })?;
+        self.record_partial_list(&who, "tools/list", cursor(&request).is_none());
         let mut result = ListToolsResult::with_all_items(page.items);
         result.next_cursor = page.next_cursor;
         Ok(result)
@@ -390,6 +421,7 @@ impl ServerHandler for GatewayHandler {
                 };
                 self.visible(&who, "prompts/list", &target)
             })?;
+        self.record_partial_list(&who, "prompts/list", cursor(&request).is_none());
         let mut result = ListPromptsResult::with_all_items(page.items);
         result.next_cursor = page.next_cursor;
         Ok(result)
@@ -440,6 +472,7 @@ impl ServerHandler for GatewayHandler {
             .resources(cursor(&request), |uri, server| {
                 self.visible(&who, "resources/list", &Target::Resource { uri, server })
             })?;
+        self.record_partial_list(&who, "resources/list", cursor(&request).is_none());
         let mut result = ListResourcesResult::with_all_items(page.items);
         result.next_cursor = page.next_cursor;
         Ok(result)

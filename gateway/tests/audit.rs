@@ -753,3 +753,57 @@ async fn a_watcher_that_reconnects_gets_exactly_the_events_it_missed() {
     let live = read_events(&mut stream, &mut buffer, calls(1)).await;
     consecutive(&live, last);
 }
+
+#[tokio::test]
+async fn a_list_that_leaves_out_a_server_that_is_down_is_recorded_as_partial() {
+    let gw = common::start_serving(
+        tempfile::tempdir().unwrap(),
+        "call_secs = 5\nconnect_secs = 10",
+        &format!(
+            "{}[servers.broken]\ncommand = \"/nonexistent/mcp-server\"\n",
+            common::demo_server("demo")
+        ),
+    )
+    .await;
+    gw.gateway.registry.get("demo").unwrap().wait_ready().await;
+    let broken = gw.gateway.registry.get("broken").unwrap().clone();
+    let mut state = broken.watch_state();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        state.wait_for(|s| matches!(s, gateway::upstream::UpstreamState::Failed(_))),
+    )
+    .await
+    .expect("the broken server fails")
+    .unwrap();
+    let client = ().serve(StreamableHttpClientTransport::from_uri(gw.url())).await.unwrap();
+    let tools = client.list_all_tools().await.unwrap();
+    assert!(tools.iter().any(|t| t.name == "demo__echo"), "{tools:?}");
+    client.list_all_prompts().await.unwrap();
+
+    let store = gateway::store::Store::open(&gw.gateway.config.storage.database_url)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let partial = loop {
+        let partial: Vec<serde_json::Value> = gateway::audit::entries(store.pool(), None, None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.record)
+            .filter(|r| r["outcome"]["degradation"] == "partial-result")
+            .collect();
+        if partial.len() >= 2 || tokio::time::Instant::now() > deadline {
+            break partial;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let methods: Vec<&str> = partial
+        .iter()
+        .map(|r| r["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(methods, ["tools/list", "prompts/list"], "{partial:#?}");
+    for record in &partial {
+        assert_eq!(record["unavailable"], serde_json::json!(["broken"]));
+        assert_eq!(record["client"], "anonymous");
+    }
+}

@@ -165,6 +165,26 @@ pub fn session_record(
     })
 }
 
+/// The record of a list (`tools/list`, `resources/list`, `prompts/list`) answered while some
+/// servers were unavailable: the client was shown part of what it may use. The outcome's
+/// degradation is `partial-result`, and `unavailable` names the servers left out.
+pub fn partial_list_record(
+    who: &Identity,
+    session: &str,
+    method: &str,
+    unavailable: &[&str],
+) -> serde_json::Value {
+    serde_json::json!({
+        "kind": "outcome",
+        "time": now_ms(),
+        "client": who.client,
+        "session": session,
+        "method": method,
+        "unavailable": unavailable,
+        "outcome": {"status": "success", "degradation": "partial-result"},
+    })
+}
+
 /// The record of a policy decision on a call: everything `audit replay` needs to decide it
 /// again (the client and groups, the tool and its attributes, the arguments as the policy lets
 /// them be recorded) and what was decided.

@@ -63,6 +63,19 @@ pub(crate) fn database_url(dir: &std::path::Path) -> String {
 
 /// Like [`start_with_timeouts`], keeping its state in `dir` (which may hold state already).
 pub(crate) async fn start_in(dir: tempfile::TempDir, timeouts: &str, extra: &str) -> TestGateway {
+    let gw = start_serving(dir, timeouts, extra).await;
+    tokio::time::timeout(Duration::from_secs(20), gw.gateway.wait_ready())
+        .await
+        .expect("upstreams connect within 20 s");
+    gw
+}
+
+/// A gateway serving at once, whatever state its upstreams are in (some may never connect).
+pub(crate) async fn start_serving(
+    dir: tempfile::TempDir,
+    timeouts: &str,
+    extra: &str,
+) -> TestGateway {
     let _ = rustls::crypto::ring::default_provider().install_default();
     // Tests that are not about authentication connect anonymously.
     let auth = if extra.contains("[auth]") {
@@ -92,9 +105,6 @@ pub(crate) async fn start_in(dir: tempfile::TempDir, timeouts: &str, extra: &str
         .expect("bind");
     let addr = listener.local_addr().expect("local addr");
     tokio::spawn(front::http::serve(gateway.clone(), listener));
-    tokio::time::timeout(Duration::from_secs(20), gateway.wait_ready())
-        .await
-        .expect("upstreams connect within 20 s");
     TestGateway {
         gateway,
         addr,
