@@ -1,8 +1,7 @@
 //! The call path's trust decision: resolving a client-visible tool name to a served tool of a
 //! 1,000-tool server. Verification happened when the server listed its tools; a call looks the
-//! decision up (`Registry::resolve_tool`) and, for the checks of the call, finds the definition
-//! (`Registry::lookup_tool`). `cargo bench -p mcp-gateway --bench catalog`; figures in
-//! docs/benchmarks.md.
+//! decision and the definition up (`Registry::lookup_tool`).
+//! `cargo bench -p mcp-gateway --bench catalog`; figures in docs/benchmarks.md.
 
 #![allow(clippy::unwrap_used, reason = "a benchmark panics on broken fixtures")]
 
@@ -28,15 +27,9 @@ fn thousand_tools() -> Registry {
     test_registry(vec![tools], 100)
 }
 
-/// The decision alone: split the name, find the server, look the tool's trust state up.
+/// The decision and the definition the call's checks use: split the name, find the server,
+/// look the tool's trust state up, take the definition at the position kept with it.
 #[divan::bench(args = ["s0__tool_0", "s0__tool_999", "s0__unknown"])]
-fn resolve_tool(bencher: divan::Bencher, name: &str) {
-    let registry = thousand_tools();
-    bencher.bench(|| registry.resolve_tool(divan::black_box(name)).is_some());
-}
-
-/// The decision and the definition the call's checks use.
-#[divan::bench(args = ["s0__tool_0", "s0__tool_999"])]
 fn lookup_tool(bencher: divan::Bencher, name: &str) {
     let registry = thousand_tools();
     bencher.bench(|| registry.lookup_tool(divan::black_box(name)).is_some());

@@ -288,7 +288,6 @@ pub(crate) async fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The decision a recorded tool decision gets under `engine`, from its recorded evidence.
 /// The checkpoints in files written by `audit anchor`: one JSON object per line.
 fn read_anchors(paths: &[PathBuf]) -> anyhow::Result<Vec<audit::chain::StoredCheckpoint>> {
     let mut anchors = Vec::new();
@@ -307,6 +306,7 @@ fn read_anchors(paths: &[PathBuf]) -> anyhow::Result<Vec<audit::chain::StoredChe
     Ok(anchors)
 }
 
+/// The decision a recorded tool decision gets under `engine`, from its recorded evidence.
 fn replay(engine: &PolicyEngine, record: &serde_json::Value) -> Option<gateway::policy::Decision> {
     if record["kind"] != "decision" {
         return None;

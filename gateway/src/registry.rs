@@ -75,31 +75,20 @@ impl Registry {
         self.upstreams.get(server)
     }
 
-    /// The upstream and upstream tool name behind a client-visible tool name, if that tool is
-    /// listed and trusted. This is the call path: two map lookups, no copy of the definition.
-    pub fn resolve_tool<'a>(&'a self, name: &'a str) -> Option<(&'a Arc<Upstream>, &'a str)> {
+    /// A client-visible tool, if it is listed and trusted, with its definition and trust state
+    /// for the checks of a call. This is the call path: the server and the tool's trust state
+    /// by map lookups, the definition by the position kept with that state; nothing is copied.
+    /// Every listed tool has a trust state. A tool that is not trusted is unknown to clients,
+    /// not forbidden: its existence is not revealed.
+    pub fn lookup_tool<'a>(&'a self, name: &'a str) -> Option<ToolRef<'a>> {
         let (server, local) = self.naming.split_name(name)?;
         let upstream = self.upstreams.get(server)?;
         let catalog = upstream.catalog();
-        // Every listed tool has a trust state. A tool that is not trusted is unknown to
-        // clients, not forbidden: its existence is not revealed.
-        (catalog.states.contains_key(local) && upstream.serves(&catalog, local))
-            .then_some((upstream, local))
-    }
-
-    /// A client-visible tool that [`Self::resolve_tool`] resolves, with its definition and
-    /// trust state, for the checks of a call.
-    pub fn lookup_tool<'a>(&'a self, name: &'a str) -> Option<ToolRef<'a>> {
-        let (upstream, local) = self.resolve_tool(name)?;
-        let catalog = upstream.catalog();
-        // The position recorded with the trust state; a search only if the list moved since.
-        let index = catalog
-            .states
-            .get(local)
-            .map(|trust| trust.position)
-            .filter(|&i| catalog.tools.get(i).is_some_and(|t| t.name == local))
-            .or_else(|| catalog.tools.iter().position(|t| t.name == local))?;
-        Some(ToolRef {
+        let trust = catalog.states.get(local)?;
+        let index = trust.position;
+        let served =
+            upstream.serves(trust) && catalog.tools.get(index).is_some_and(|t| t.name == local);
+        served.then_some(ToolRef {
             upstream,
             local,
             catalog,
@@ -107,15 +96,9 @@ impl Registry {
         })
     }
 
-    /// The upstream definition of a client-visible tool that [`Self::resolve_tool`] resolves.
+    /// The upstream definition of a client-visible tool that [`Self::lookup_tool`] finds.
     pub fn tool_definition(&self, name: &str) -> Option<Tool> {
-        let (upstream, local) = self.resolve_tool(name)?;
-        upstream
-            .catalog()
-            .tools
-            .iter()
-            .find(|t| t.name == local)
-            .cloned()
+        self.lookup_tool(name).map(|tool| tool.tool().clone())
     }
 
     /// The upstream and upstream prompt name behind a client-visible prompt name.
@@ -148,15 +131,14 @@ impl Registry {
             let Some(upstream) = self.upstreams.get(server) else {
                 return;
             };
-            let served = catalog
-                .tools
-                .iter()
-                .filter(|tool| upstream.serves(catalog, &tool.name));
-            out.extend(served.filter_map(|tool| {
+            out.extend(catalog.tools.iter().filter_map(|tool| {
+                let trust = catalog.states.get(tool.name.as_ref())?;
+                if !upstream.serves(trust) {
+                    return None;
+                }
                 let mut tool = tool.clone();
-                let trust = catalog.states.get(tool.name.as_ref());
                 tool.name = self.naming.name(server, &tool.name).into();
-                visible(&tool, server, trust).then_some(tool)
+                visible(&tool, server, Some(trust)).then_some(tool)
             }))
         })
     }

@@ -46,12 +46,8 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A record hash from its lowercase hex.
-pub fn unhex_hash(text: &str) -> Option<[u8; 32]> {
-    unhex(text)
-}
-
-fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
+/// `N` bytes from their lowercase hex (a record hash is `unhex::<32>`).
+pub fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
     if text.len() != N * 2 {
         return None;
     }

@@ -347,16 +347,19 @@ pub async fn anchors(pool: &AnyPool) -> Result<Vec<StoredCheckpoint>, AuditError
     .fetch_all(pool)
     .await?;
     rows.iter()
-        .map(|row| {
-            Ok(StoredCheckpoint {
-                writer: row.try_get("writer")?,
-                seq: row.try_get("seq")?,
-                hash: row.try_get("hash")?,
-                signature: row.try_get("signature")?,
-            })
-        })
+        .map(checkpoint_of)
         .collect::<Result<_, sqlx::Error>>()
         .map_err(AuditError::from)
+}
+
+/// A checkpoint from a row with its `writer`, `seq`, `hash` and `signature` columns.
+fn checkpoint_of(row: &sqlx::any::AnyRow) -> Result<StoredCheckpoint, sqlx::Error> {
+    Ok(StoredCheckpoint {
+        writer: row.try_get("writer")?,
+        seq: row.try_get("seq")?,
+        hash: row.try_get("hash")?,
+        signature: row.try_get("signature")?,
+    })
 }
 
 /// Checks the whole trail against `key`: every writer's chain, in full. `anchors` (signed
@@ -374,12 +377,7 @@ pub async fn verify(
     .fetch_all(pool)
     .await?
     {
-        let checkpoint = StoredCheckpoint {
-            writer: row.try_get("writer")?,
-            seq: row.try_get("seq")?,
-            hash: row.try_get("hash")?,
-            signature: row.try_get("signature")?,
-        };
+        let checkpoint = checkpoint_of(&row)?;
         checkpoints
             .entry(checkpoint.writer.clone())
             .or_default()
@@ -439,7 +437,7 @@ pub async fn verify(
             let covered = checkpoints.last().map_or(0, |c| c.seq);
             if let Some(last) = records.last().map(|r| r.seq).filter(|&s| s > covered) {
                 let rows = sqlx::query(
-                    "SELECT seq, hash, signature FROM audit_checkpoints \
+                    "SELECT writer, seq, hash, signature FROM audit_checkpoints \
                      WHERE writer = $1 AND seq > $2 AND seq <= $3 ORDER BY seq",
                 )
                 .bind(&writer)
@@ -447,17 +445,10 @@ pub async fn verify(
                 .bind(last)
                 .fetch_all(&pool)
                 .await?;
-                for row in rows {
-                    checkpoints.push(StoredCheckpoint {
-                        writer: writer.clone(),
-                        seq: row.try_get(0)?,
-                        hash: row.try_get(1)?,
-                        signature: row.try_get(2)?,
-                    });
+                for row in &rows {
+                    checkpoints.push(checkpoint_of(row)?);
                 }
-                checkpoints.sort_by_key(|c| c.seq);
             }
-            let count = records.len() as u64;
             let result = tokio::task::spawn_blocking(move || {
                 chain::verify_writer(
                     records,
@@ -468,13 +459,13 @@ pub async fn verify(
             })
             .await
             .map_err(|e| AuditError::NotStored(e.to_string()))?;
-            Ok::<_, AuditError>((count, result))
+            Ok::<_, AuditError>(result)
         }
     });
     for outcome in futures::future::join_all(checks).await {
         match outcome? {
-            (_, Ok(checked)) => report.records += checked,
-            (_, Err(problem)) => report.problems.push(problem),
+            Ok(checked) => report.records += checked,
+            Err(problem) => report.problems.push(problem),
         }
     }
     Ok(report)

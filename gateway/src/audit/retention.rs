@@ -127,17 +127,7 @@ pub async fn retain(
         }
     }
 
-    let archive_error = |error| RetentionError::Archive {
-        path: archive.display().to_string(),
-        error,
-    };
-    let (records, checkpoints, sha256) =
-        write_archive(pool, &cuts, archive)
-            .await
-            .map_err(|e| match e {
-                ArchiveFailure::Io(e) => archive_error(e),
-                ArchiveFailure::Database(e) => RetentionError::Database(e),
-            })?;
+    let (records, checkpoints, sha256) = write_archive(pool, &cuts, archive).await?;
 
     let mut bases = bases(pool).await?;
     for cut in &cuts {
@@ -182,31 +172,30 @@ pub async fn retain(
     })
 }
 
-enum ArchiveFailure {
-    Io(std::io::Error),
-    Database(sqlx::Error),
-}
-
 /// Writes the records and checkpoints up to each cut to a new file, synced; returns their
 /// counts and the file's SHA-256.
 async fn write_archive(
     pool: &AnyPool,
     cuts: &[Base],
     path: &Path,
-) -> Result<(u64, u64, String), ArchiveFailure> {
+) -> Result<(u64, u64, String), RetentionError> {
     use sha2::Digest;
+    let io = |error| RetentionError::Archive {
+        path: path.display().to_string(),
+        error,
+    };
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(path)
-        .map_err(ArchiveFailure::Io)?;
+        .map_err(io)?;
     let mut out = std::io::BufWriter::new(file);
     let mut hasher = sha2::Sha256::new();
-    let mut line = |value: serde_json::Value| -> Result<(), ArchiveFailure> {
+    let mut line = |value: serde_json::Value| -> Result<(), RetentionError> {
         let mut text = value.to_string();
         text.push('\n');
         hasher.update(text.as_bytes());
-        out.write_all(text.as_bytes()).map_err(ArchiveFailure::Io)
+        out.write_all(text.as_bytes()).map_err(io)
     };
     let (mut records, mut checkpoints) = (0u64, 0u64);
     for cut in cuts {
@@ -239,8 +228,8 @@ async fn write_archive(
         )
         .await?;
     }
-    out.flush().map_err(ArchiveFailure::Io)?;
-    out.get_ref().sync_all().map_err(ArchiveFailure::Io)?;
+    out.flush().map_err(io)?;
+    out.get_ref().sync_all().map_err(io)?;
     Ok((records, checkpoints, super::chain::hex(&hasher.finalize())))
 }
 
@@ -251,25 +240,20 @@ async fn archive_rows(
     sql: &'static str,
     cut: &Base,
     fields: impl Fn(&sqlx::any::AnyRow, serde_json::Value) -> Result<serde_json::Value, sqlx::Error>,
-    line: &mut impl FnMut(serde_json::Value) -> Result<(), ArchiveFailure>,
-) -> Result<u64, ArchiveFailure> {
+    line: &mut impl FnMut(serde_json::Value) -> Result<(), RetentionError>,
+) -> Result<u64, RetentionError> {
     let rows = sqlx::query(sql)
         .bind(&cut.writer)
         .bind(cut.seq)
         .fetch_all(pool)
-        .await
-        .map_err(ArchiveFailure::Database)?;
+        .await?;
     for row in &rows {
-        let json = (|| {
-            let base = serde_json::json!({
-                "writer": cut.writer,
-                "seq": row.try_get::<i64, _>(0)?,
-                "hash": row.try_get::<String, _>(1)?,
-            });
-            fields(row, base)
-        })()
-        .map_err(ArchiveFailure::Database)?;
-        line(json)?;
+        let base = serde_json::json!({
+            "writer": cut.writer,
+            "seq": row.try_get::<i64, _>(0)?,
+            "hash": row.try_get::<String, _>(1)?,
+        });
+        line(fields(row, base)?)?;
     }
     Ok(rows.len() as u64)
 }

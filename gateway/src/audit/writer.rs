@@ -69,7 +69,7 @@ impl AuditLog {
             Some(row) => {
                 let seq: i64 = row.try_get("seq")?;
                 let hash: String = row.try_get("hash")?;
-                (seq, chain::unhex_hash(&hash).unwrap_or(chain::GENESIS))
+                (seq, chain::unhex::<32>(&hash).unwrap_or(chain::GENESIS))
             }
             None => (0, chain::GENESIS),
         };
@@ -152,30 +152,30 @@ impl Writer {
         let mut dirty = false;
         loop {
             let next = if dirty {
-                match tokio::time::timeout_at(checkpointed + CHECKPOINT_EVERY, rx.recv()).await {
-                    Ok(next) => next,
-                    Err(_) => {
-                        crate::store::checkpoint_wal(&self.pool).await;
-                        checkpointed = tokio::time::Instant::now();
-                        dirty = false;
-                        continue;
-                    }
-                }
+                tokio::time::timeout_at(checkpointed + CHECKPOINT_EVERY, rx.recv())
+                    .await
+                    .ok()
             } else {
-                rx.recv().await
+                Some(rx.recv().await)
             };
-            let Some(first) = next else { break };
-            batch.push(first);
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(pending) => batch.push(pending),
-                    Err(_) => break,
+            match next {
+                Some(None) => break,
+                Some(Some(first)) => {
+                    batch.push(first);
+                    while batch.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(pending) => batch.push(pending),
+                            Err(_) => break,
+                        }
+                    }
+                    self.commit(&mut batch).await;
+                    dirty = true;
                 }
+                // Idle since the last commit, a second after the last checkpoint.
+                None => {}
             }
-            self.commit(&mut batch).await;
-            dirty = true;
             // Between two commits of this task, so the next one can start SQLite's log over.
-            if checkpointed.elapsed() >= CHECKPOINT_EVERY {
+            if dirty && checkpointed.elapsed() >= CHECKPOINT_EVERY {
                 crate::store::checkpoint_wal(&self.pool).await;
                 checkpointed = tokio::time::Instant::now();
                 dirty = false;

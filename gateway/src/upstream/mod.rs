@@ -412,7 +412,6 @@ impl Upstream {
         read(&self.tier).0
     }
 
-    /// The process id of a running stdio server.
     /// What the sandbox of the shared connection reports, for the records of the calls it
     /// serves: none for remote servers, and for servers with a process per client session.
     pub fn sandbox(&self) -> Option<Arc<launch::SandboxReport>> {
@@ -422,6 +421,7 @@ impl Upstream {
         read(&self.sandbox).clone()
     }
 
+    /// The process id of a running stdio server.
     pub fn pid(&self) -> Option<u32> {
         *read(&self.pid)
     }
@@ -828,19 +828,10 @@ impl Upstream {
         let mut revocations_seen = cx.revocations.count().await.ok();
         // So must one its publisher makes: a key found by discovery is fetched again, with its
         // revocation list, on this interval.
-        let mut rediscover = self.key_from_discovery(cx).then(|| {
-            let period = cx.revocation_recheck;
-            let mut interval =
-                tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            interval
-        });
-        let mut health = cx.health_interval.map(|period| {
-            let mut interval =
-                tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            interval
-        });
+        let mut rediscover = self
+            .key_from_discovery(cx)
+            .then(|| every(cx.revocation_recheck));
+        let mut health = cx.health_interval.map(every);
         // Idle this long (without a request in flight), the server is stopped: at once after a
         // lazy server's first catalog load.
         let idle_limit = if discovering {
@@ -848,13 +839,8 @@ impl Upstream {
         } else {
             self.spec.idle_suspend
         };
-        let mut idle_check = idle_limit.map(|idle| {
-            let period = (idle / 2).max(Duration::from_millis(100));
-            let mut interval =
-                tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            interval
-        });
+        let mut idle_check =
+            idle_limit.map(|idle| every((idle / 2).max(Duration::from_millis(100))));
         let mut suspended = false;
         loop {
             tokio::select! {
@@ -884,22 +870,12 @@ impl Upstream {
                     if revoked_since
                         || current.states.values().any(|s| s.definition != DefinitionState::Pinned)
                     {
-                        let mut catalog = (*current).clone();
-                        self.evaluate(&mut catalog, cx).await;
-                        if catalog.states != current.states {
-                            *write(&self.catalog) = Arc::new(catalog);
-                            let _ = cx.changes.send(CatalogChange::of(ListKind::Tools));
-                        }
+                        self.reevaluate(cx).await;
                     }
                 }
                 _ = tick(&mut rediscover) => {
-                    let current = self.catalog();
-                    let mut catalog = (*current).clone();
-                    self.evaluate(&mut catalog, cx).await;
-                    if catalog.states != current.states {
+                    if self.reevaluate(cx).await {
                         tracing::info!(server = %self.name, "the publisher's key or revocations changed the tools' trust");
-                        *write(&self.catalog) = Arc::new(catalog);
-                        let _ = cx.changes.send(CatalogChange::of(ListKind::Tools));
                     }
                 }
                 _ = tick(&mut health) => {
@@ -952,6 +928,20 @@ impl Upstream {
         *write(&self.catalog) = Arc::default();
         let _ = cx.changes.send(CatalogChange::ALL);
         false
+    }
+
+    /// Decides the trust of the listed tools again (a person's decision, a revocation, the
+    /// publisher's key may have changed); clients hear of a change. Returns whether one was.
+    async fn reevaluate(&self, cx: &SupervisorContext) -> bool {
+        let current = self.catalog();
+        let mut catalog = (*current).clone();
+        self.evaluate(&mut catalog, cx).await;
+        if catalog.states == current.states {
+            return false;
+        }
+        *write(&self.catalog) = Arc::new(catalog);
+        let _ = cx.changes.send(CatalogChange::of(ListKind::Tools));
+        true
     }
 
     async fn list_changed(&self, peer: &Peer<RoleClient>, kind: ListKind, cx: &SupervisorContext) {
@@ -1223,13 +1213,9 @@ impl Upstream {
         }
     }
 
-    /// Whether a tool of this upstream may be listed and called.
-    pub fn serves(&self, catalog: &Catalog, tool: &str) -> bool {
-        self.spec.verification == crate::config::VerificationMode::Audit
-            || catalog
-                .states
-                .get(tool)
-                .is_some_and(|trust| self.trusted(trust))
+    /// Whether a tool of this upstream in this trust state may be listed and called.
+    pub fn serves(&self, trust: &ToolTrust) -> bool {
+        self.spec.verification == crate::config::VerificationMode::Audit || self.trusted(trust)
     }
 
     /// Opens the list-change subscription of a 2026-07-28 upstream.
@@ -1300,6 +1286,14 @@ async fn next_notification(subscription: &mut Option<Subscription>) -> Option<Se
         Some(subscription) => subscription.next().await.ok().flatten(),
         None => std::future::pending().await,
     }
+}
+
+/// An interval whose first tick is one `period` from now, and which does not catch up on ticks
+/// it missed.
+fn every(period: Duration) -> tokio::time::Interval {
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval
 }
 
 async fn tick(interval: &mut Option<tokio::time::Interval>) {
