@@ -1,8 +1,9 @@
 //! Writing the audit trail: records go to one task that appends them in group commits.
 //!
 //! A caller hands a record to the writer task and, if it needs to, waits for the commit that
-//! contains it. The task takes every record waiting when it wakes, chains and stores them in
-//! one transaction with one signed checkpoint, then tells every waiter. Under load many records
+//! contains it. The task takes every record waiting when it wakes (records nobody waits for
+//! wait up to 2 ms for one that somebody does), chains and stores them in one transaction with
+//! one signed checkpoint, then tells every waiter. Under load many records
 //! share one commit; a call's answer waits for its own commit only. A record acknowledged to a
 //! waiter is in the database.
 //!
@@ -26,6 +27,12 @@ const ROWS_PER_INSERT: usize = 100;
 
 /// How often the writer has SQLite copy its write-ahead log into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// How long records that nobody waits for (a call's decision, a session's start) wait for a
+/// record that somebody does. A call's decision then goes into the same commit as its outcome
+/// when the call is quick: one commit and one signed checkpoint a call instead of two. A
+/// waited-for record is never held back, and nothing else is held longer than this.
+const COMPANY_WINDOW: Duration = Duration::from_millis(2);
 
 /// Why the trail could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -162,14 +169,12 @@ impl Writer {
                 Some(None) => break,
                 Some(Some(first)) => {
                     batch.push(first);
-                    while batch.len() < MAX_BATCH {
-                        match rx.try_recv() {
-                            Ok(pending) => batch.push(pending),
-                            Err(_) => break,
-                        }
-                    }
+                    let open = collect(&mut rx, &mut batch).await;
                     self.commit(&mut batch).await;
                     dirty = true;
+                    if !open {
+                        break;
+                    }
                 }
                 // Idle since the last commit, a second after the last checkpoint.
                 None => {}
@@ -244,6 +249,29 @@ impl Writer {
             if let Some(ack) = pending.ack {
                 let _ = ack.send(result.clone().map(|()| first + i as i64));
             }
+        }
+    }
+}
+
+/// Adds the records waiting in `rx` to `batch`. While none of them has a waiter, waits up to
+/// [`COMPANY_WINDOW`] for one that has. Returns false when the channel has closed.
+async fn collect(rx: &mut mpsc::UnboundedReceiver<Pending>, batch: &mut Vec<Pending>) -> bool {
+    let deadline = tokio::time::Instant::now() + COMPANY_WINDOW;
+    loop {
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(pending) => batch.push(pending),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => return false,
+            }
+        }
+        if batch.len() >= MAX_BATCH || batch.iter().any(|p| p.ack.is_some()) {
+            return true;
+        }
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(pending)) => batch.push(pending),
+            Ok(None) => return false,
+            Err(_elapsed) => return true,
         }
     }
 }

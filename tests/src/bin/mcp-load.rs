@@ -2,8 +2,8 @@
 //! upstream, and serves the fast echo upstream it measures with.
 //!
 //! `mcp-load bench --gateway target/release/mcp-gateway` runs every scenario: an echo upstream over
-//! stdio and over HTTP, each called directly and through the gateway, at concurrency 1 and 32. It
-//! prints a Markdown table of throughput, p50 and p99 latency, and the gateway's resident memory.
+//! stdio and over HTTP, each called directly and through the gateway's HTTP front door (the stdio
+//! upstream also through `mcp-gateway stdio`), at concurrency 1 and 32. It prints a Markdown table of throughput, p50 and p99 latency, and the gateway's resident memory.
 //! `mcp-load echo-server stdio|http` is the upstream itself.
 
 use std::{
@@ -350,15 +350,18 @@ async fn bench(
             let (child, url) = spawn_with_url(&me, &["echo-server", "http"]).await?;
             (Some(child), format!("url = \"{url}\"\n"))
         };
-        let config = work.join(format!("{upstream}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                "[storage]\ndata_dir = \"{}\"\n[auth]\nanonymous = true\n[servers.echo]\n{server}\n{extra}\n",
-                work.join(upstream).display()
-            ),
-        )?;
-        let config_arg = config.to_string_lossy().into_owned();
+        let config_for = |name: &str| -> anyhow::Result<String> {
+            let config = work.join(format!("{name}.toml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "[storage]\ndata_dir = \"{}\"\n[auth]\nanonymous = true\n[servers.echo]\n{server}\n{extra}\n",
+                    work.join(name).display()
+                ),
+            )?;
+            Ok(config.to_string_lossy().into_owned())
+        };
+        let config_arg = config_for(upstream)?;
         let (gateway_child, url) = spawn_with_url(
             gateway,
             &["serve", "--config", &config_arg, "--bind", "127.0.0.1:0"],
@@ -371,19 +374,38 @@ async fn bench(
         )
         .await?;
 
+        // A stdio upstream is also measured behind `mcp-gateway stdio`, the way a client that
+        // launches its servers (Claude Desktop, Cursor) uses it: stdio on both sides, like the
+        // direct connection.
+        let through_stdio = if upstream == "stdio" {
+            let config = config_for("stdio-front")?;
+            let mut command = tokio::process::Command::new(gateway);
+            command.args(["stdio", "--config", &config]);
+            let transport = TokioChildProcess::new(command)?;
+            let pid = transport.id().context("stdio gateway pid")?;
+            Some((client(transport, modern).await?, pid))
+        } else {
+            None
+        };
+        let mut paths = vec![
+            ("direct", direct.peer(), "echo", None),
+            ("gateway", through.peer(), "echo__echo", Some(gateway_pid)),
+        ];
+        if let Some((through_stdio, pid)) = &through_stdio {
+            paths.push((
+                "gateway stdio",
+                through_stdio.peer(),
+                "echo__echo",
+                Some(*pid),
+            ));
+        }
         for &concurrency in levels {
-            for (path, peer, tool) in [
-                ("direct", direct.peer(), "echo"),
-                ("gateway", through.peer(), "echo__echo"),
-            ] {
+            for &(path, peer, tool, pid) in &paths {
                 let m = measure(peer, tool, calls, concurrency).await?;
-                let rss = if path == "gateway" {
-                    rss_kib(gateway_pid)
-                        .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
-                        .unwrap_or_default()
-                } else {
-                    String::new()
-                };
+                let rss = pid
+                    .and_then(rss_kib)
+                    .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+                    .unwrap_or_default();
                 println!(
                     "| {upstream} | {path} | {concurrency} | {:.0} | {:.0} µs | {:.0} µs | {rss} |",
                     m.throughput,
