@@ -329,6 +329,12 @@ impl Call {
         };
         let method = request.method().to_owned();
         let (back_tx, back_rx) = mpsc::channel(BACK_CHANNEL_CAPACITY);
+        let inflight = sessions.register_call(
+            upstream.name.clone(),
+            session,
+            ctx.meta.get_progress_token(),
+            back_tx,
+        );
         let handle = peer
             .send_request_with_option(
                 request,
@@ -336,13 +342,7 @@ impl Call {
             )
             .await
             .map_err(|source| service_error(&upstream.spec.name, source))?;
-        let inflight = sessions.register_call(
-            upstream.name.clone(),
-            session,
-            handle.progress_token.clone(),
-            ctx.meta.get_progress_token(),
-            back_tx,
-        );
+        inflight.set_upstream_token(handle.progress_token.clone());
         Ok(Self {
             server: upstream.name.clone(),
             method,

@@ -44,7 +44,9 @@ pub enum BackMessage {
 struct InflightCall {
     server: Arc<str>,
     session: SessionId,
-    upstream_token: ProgressToken,
+    /// The progress token the gateway put on the upstream request; `None` until the request
+    /// has been sent, since the upstream connection chooses it.
+    upstream_token: Option<ProgressToken>,
     /// The progress token the client put on its request, if any.
     client_token: Option<ProgressToken>,
     back: mpsc::Sender<BackMessage>,
@@ -97,6 +99,16 @@ impl Drop for SessionGuard {
 pub struct InflightGuard {
     key: u64,
     sessions: Arc<Sessions>,
+}
+
+impl InflightGuard {
+    /// Records the progress token the upstream request went out with, so the upstream's
+    /// progress notifications find this call.
+    pub fn set_upstream_token(&self, token: ProgressToken) {
+        if let Some(call) = self.sessions.lock_inflight().get_mut(&self.key) {
+            call.upstream_token = Some(token);
+        }
+    }
 }
 
 impl Drop for InflightGuard {
@@ -234,12 +246,13 @@ impl Sessions {
         self.lock_inflight().len()
     }
 
-    /// Registers a request relayed to `server` on behalf of `session`.
+    /// Registers a request relayed to `server` on behalf of `session`. Done before the request
+    /// is sent: the upstream may ask the client something (elicitation, sampling) before the
+    /// send has returned, and that request must find this call.
     pub fn register_call(
         self: &Arc<Self>,
         server: Arc<str>,
         session: SessionId,
-        upstream_token: ProgressToken,
         client_token: Option<ProgressToken>,
         back: mpsc::Sender<BackMessage>,
     ) -> InflightGuard {
@@ -249,7 +262,7 @@ impl Sessions {
             InflightCall {
                 server,
                 session,
-                upstream_token,
+                upstream_token: None,
                 client_token,
                 back,
             },
@@ -268,7 +281,7 @@ impl Sessions {
         upstream_token: &ProgressToken,
     ) -> Option<(mpsc::Sender<BackMessage>, ProgressToken)> {
         self.lock_inflight().values().find_map(|call| {
-            (&*call.server == server && &call.upstream_token == upstream_token)
+            (&*call.server == server && call.upstream_token.as_ref() == Some(upstream_token))
                 .then(|| Some((call.back.clone(), call.client_token.clone()?)))
                 .flatten()
         })
