@@ -342,6 +342,8 @@ impl Call {
             )
             .await
             .map_err(|source| service_error(&upstream.spec.name, source))?;
+        // rmcp picks the progress token inside the send and offers no way to choose it first, so
+        // a progress notification the upstream sends before this line runs is not routed.
         inflight.set_upstream_token(handle.progress_token.clone());
         Ok(Self {
             server: upstream.name.clone(),

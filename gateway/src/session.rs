@@ -336,3 +336,34 @@ pub enum Unroutable {
     )]
     Ambiguous,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rmcp::model::{NumberOrString, ProgressToken};
+    use tokio::sync::mpsc;
+
+    use super::Sessions;
+
+    #[test]
+    fn a_call_is_found_before_its_request_has_gone_out() {
+        let sessions = Arc::new(Sessions::default());
+        let (back, _rx) = mpsc::channel(1);
+        let client_token = ProgressToken(NumberOrString::Number(7));
+        let upstream_token = ProgressToken(NumberOrString::Number(1));
+        let call = sessions.register_call("s".into(), 1, Some(client_token.clone()), back);
+
+        // An elicitation the upstream sends before the send has returned reaches the client.
+        assert!(sessions.route_unattributed("s").is_ok());
+        assert!(sessions.route_unattributed("other").is_err());
+        // Progress is matched by the upstream token, once it is known.
+        assert!(sessions.route_progress("s", &upstream_token).is_none());
+        call.set_upstream_token(upstream_token.clone());
+        let (_, token) = sessions.route_progress("s", &upstream_token).unwrap();
+        assert_eq!(token, client_token);
+
+        drop(call);
+        assert!(sessions.route_unattributed("s").is_err());
+    }
+}

@@ -3,8 +3,7 @@
 //! A caller hands a record to the writer task and, if it needs to, waits for the commit that
 //! contains it. The task takes every record waiting when it wakes (records nobody waits for
 //! wait up to 2 ms for one that somebody does), chains and stores them in one transaction with
-//! one signed checkpoint, then tells every waiter. Under load many records
-//! share one commit; a call's answer waits for its own commit only. A record acknowledged to a
+//! one signed checkpoint, then tells every waiter. Under load many records share one commit; a call's answer waits for its own commit only. A record acknowledged to a
 //! waiter is in the database.
 //!
 //! This module only inserts. The one delete path is `retention`, itself recorded first.
@@ -257,19 +256,26 @@ impl Writer {
 /// [`COMPANY_WINDOW`] for one that has. Returns false when the channel has closed.
 async fn collect(rx: &mut mpsc::UnboundedReceiver<Pending>, batch: &mut Vec<Pending>) -> bool {
     let deadline = tokio::time::Instant::now() + COMPANY_WINDOW;
+    let mut waited = batch.iter().any(|p| p.ack.is_some());
     loop {
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(pending) => batch.push(pending),
+                Ok(pending) => {
+                    waited |= pending.ack.is_some();
+                    batch.push(pending);
+                }
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => return false,
             }
         }
-        if batch.len() >= MAX_BATCH || batch.iter().any(|p| p.ack.is_some()) {
+        if waited || batch.len() >= MAX_BATCH {
             return true;
         }
         match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(pending)) => batch.push(pending),
+            Ok(Some(pending)) => {
+                waited |= pending.ack.is_some();
+                batch.push(pending);
+            }
             Ok(None) => return false,
             Err(_elapsed) => return true,
         }
@@ -393,4 +399,54 @@ fn bind_checkpoint<'q>(query: Query<'q>, checkpoint: &'q StoredCheckpoint, at: i
         .bind(&checkpoint.hash)
         .bind(at)
         .bind(&checkpoint.signature)
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::{sync::mpsc, time::Instant};
+
+    use super::{COMPANY_WINDOW, Pending, collect};
+
+    fn record(waited: bool) -> Pending {
+        Pending {
+            body: String::new(),
+            ack: waited.then(|| tokio::sync::oneshot::channel().0),
+        }
+    }
+
+    // Time is paused: a wait for the window passes at once, and the clock says whether it did.
+    #[tokio::test(start_paused = true)]
+    async fn records_nobody_waits_for_wait_for_company() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let start = Instant::now();
+
+        // A waited-for record is not held back.
+        let mut batch = vec![record(true)];
+        assert!(collect(&mut rx, &mut batch).await);
+        assert_eq!((batch.len(), Instant::now()), (1, start));
+
+        // A decision is joined by the outcome that arrives within the window.
+        let mut batch = vec![record(false)];
+        let sender = tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(COMPANY_WINDOW / 2).await;
+            sender.send(record(true)).ok();
+        });
+        assert!(collect(&mut rx, &mut batch).await);
+        assert_eq!(batch.len(), 2);
+        assert_eq!(Instant::now(), start + COMPANY_WINDOW / 2);
+
+        // Alone, it goes after the window.
+        let mut batch = vec![record(false)];
+        assert!(collect(&mut rx, &mut batch).await);
+        assert_eq!(batch.len(), 1);
+        assert_eq!(Instant::now(), start + COMPANY_WINDOW / 2 + COMPANY_WINDOW);
+
+        // Records already queued are taken; a closed channel is reported.
+        tx.send(record(false)).unwrap();
+        drop(tx);
+        let mut batch = vec![record(false)];
+        assert!(!collect(&mut rx, &mut batch).await);
+        assert_eq!(batch.len(), 2);
+    }
 }

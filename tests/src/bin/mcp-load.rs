@@ -3,7 +3,8 @@
 //!
 //! `mcp-load bench --gateway target/release/mcp-gateway` runs every scenario: an echo upstream over
 //! stdio and over HTTP, each called directly and through the gateway's HTTP front door (the stdio
-//! upstream also through `mcp-gateway stdio`), at concurrency 1 and 32. It prints a Markdown table of throughput, p50 and p99 latency, and the gateway's resident memory.
+//! upstream also through `mcp-gateway stdio`), at concurrency 1 and 32. It prints a Markdown table
+//! of throughput, p50 and p99 latency, and the gateway's resident memory.
 //! `mcp-load echo-server stdio|http` is the upstream itself.
 
 use std::{
