@@ -63,6 +63,23 @@ pub async fn checkpoint_wal(pool: &AnyPool) -> bool {
     true
 }
 
+/// The file of `pool`'s database when it is SQLite on a file (not in memory), for the work that
+/// goes straight to SQLite through a connection of its own: the audit writer's commits and the
+/// reads of `audit verify`. Through sqlx each statement, and each row read, is a hand-off to
+/// another thread.
+pub async fn sqlite_file(pool: &AnyPool) -> Result<Option<String>, sqlx::Error> {
+    if pool.connect_options().database_url.scheme() != "sqlite" {
+        return Ok(None);
+    }
+    for row in sqlx::query("PRAGMA database_list").fetch_all(pool).await? {
+        if row.try_get::<String, _>(1)? == "main" {
+            let file: String = row.try_get(2)?;
+            return Ok(Some(file).filter(|f| !f.is_empty()));
+        }
+    }
+    Ok(None)
+}
+
 /// The open database.
 #[derive(Clone)]
 pub struct Store {

@@ -403,6 +403,7 @@ pub async fn verify(
         records: 0,
         problems: Vec::new(),
     };
+    let file = crate::store::sqlite_file(pool).await?;
     // Chains are independent: each is read and checked on its own task, so several chains use
     // several cores (hashing is CPU work; it runs off the async threads).
     let checks = writers.into_iter().map(|writer| {
@@ -410,7 +411,15 @@ pub async fn verify(
         let mut checkpoints = checkpoints.remove(&writer).unwrap_or_default();
         let base = bases.get(&writer).map(|b| (b.seq, b.hash.clone()));
         let key = *key;
+        let file = file.clone();
         async move {
+            if let Some(file) = file {
+                return tokio::task::spawn_blocking(move || {
+                    verify_sqlite_chain(&file, &writer, checkpoints, &key, base)
+                })
+                .await
+                .map_err(|e| AuditError::NotStored(e.to_string()))?;
+            }
             // Streamed and read by column position: a million rows are a million of each
             // allocation and lookup saved.
             let name: std::sync::Arc<str> = writer.as_str().into();
@@ -469,6 +478,71 @@ pub async fn verify(
         }
     }
     Ok(report)
+}
+
+/// One chain of a SQLite file checked as it is read, on a connection of its own (a blocking
+/// call). Read through sqlx, each row was a hand-off between threads and the whole chain was
+/// held in memory; here a row is checked and dropped. The chain's newer checkpoints are read
+/// in the same snapshot as its records, so they agree.
+fn verify_sqlite_chain(
+    file: &str,
+    writer: &str,
+    mut checkpoints: Vec<StoredCheckpoint>,
+    key: &VerifyingKey,
+    base: Option<(i64, String)>,
+) -> Result<Result<u64, Problem>, AuditError> {
+    let mut conn = rusqlite::Connection::open_with_flags(
+        file,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let snapshot = conn.transaction()?;
+    let covered = checkpoints.last().map_or(0, |c| c.seq);
+    let mut newer = snapshot.prepare(
+        "SELECT writer, seq, hash, signature FROM audit_checkpoints \
+         WHERE writer = ?1 AND seq > ?2 ORDER BY seq",
+    )?;
+    for checkpoint in newer.query_map(rusqlite::params![writer, covered], |row| {
+        Ok(StoredCheckpoint {
+            writer: row.get(0)?,
+            seq: row.get(1)?,
+            hash: row.get(2)?,
+            signature: row.get(3)?,
+        })
+    })? {
+        checkpoints.push(checkpoint?);
+    }
+    let mut records = snapshot.prepare(
+        "SELECT seq, body, prev_hash, hash FROM audit_records WHERE writer = ?1 ORDER BY seq",
+    )?;
+    let mut rows = records.query([writer])?;
+    let name: std::sync::Arc<str> = writer.into();
+    let mut failure = None;
+    let stream = std::iter::from_fn(|| {
+        let read = rows.next().and_then(|row| {
+            row.map(|row| {
+                Ok::<_, rusqlite::Error>(StoredRecord {
+                    writer: name.clone(),
+                    seq: row.get(0)?,
+                    body: row.get(1)?,
+                    prev_hash: row.get(2)?,
+                    hash: row.get(3)?,
+                })
+            })
+            .transpose()
+        });
+        read.map_err(|e| failure = Some(e)).ok().flatten()
+    });
+    let result = chain::verify_writer(
+        stream,
+        &checkpoints,
+        key,
+        base.as_ref().map(|(seq, hash)| (*seq, hash.as_str())),
+    );
+    match failure {
+        Some(e) => Err(e.into()),
+        None => Ok(result),
+    }
 }
 
 /// Records committed in `[since, until)` (Unix milliseconds), in commit order.

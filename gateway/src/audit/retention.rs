@@ -49,15 +49,16 @@ pub enum RetentionError {
     Future,
 }
 
+/// The retention records, newest first. Canonical JSON sorts keys and has no spaces, so a
+/// retention record contains exactly this. The WHERE clause is the one of the partial index
+/// `audit_records_retention` (migration 0007), word for word: that is what lets the database
+/// read the index instead of every record's body.
+const RETENTION_RECORDS: &str = "SELECT body FROM audit_records \
+     WHERE body LIKE '%\"kind\":\"retention\"%' ORDER BY at DESC, writer DESC, seq DESC";
+
 /// The bases of the newest retention record in the trail, by writer.
 pub async fn bases(pool: &AnyPool) -> Result<BTreeMap<String, Base>, AuditError> {
-    // Canonical JSON sorts keys and has no spaces, so a retention record contains exactly this.
-    let rows = sqlx::query(
-        "SELECT body FROM audit_records WHERE body LIKE '%\"kind\":\"retention\"%' \
-         ORDER BY at DESC, writer DESC, seq DESC",
-    )
-    .fetch_all(pool)
-    .await?;
+    let rows = sqlx::query(RETENTION_RECORDS).fetch_all(pool).await?;
     for row in rows {
         let body: String = row.try_get(0)?;
         let Ok(record) = serde_json::from_str::<serde_json::Value>(&body) else {
@@ -256,4 +257,31 @@ async fn archive_rows(
         line(fields(row, base)?)?;
     }
     Ok(rows.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    /// The lookup of retention records reads the partial index, not every record's body.
+    #[tokio::test]
+    async fn the_retention_lookup_reads_its_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = crate::store::Store::open(&url).await.unwrap();
+        use sqlx::Row;
+        let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN QUERY PLAN {}",
+            super::RETENTION_RECORDS
+        )))
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.try_get::<String, _>(3).unwrap())
+        .collect();
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("audit_records_retention")),
+            "{plan:?}"
+        );
+    }
 }

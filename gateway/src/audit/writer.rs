@@ -174,16 +174,7 @@ impl Sink {
     /// A connection of the writer's own when `pool` is a SQLite file, with the `synchronous`
     /// setting the pool's connections have.
     async fn open(pool: AnyPool) -> Result<Self, AuditError> {
-        if pool.connect_options().database_url.scheme() != "sqlite" {
-            return Ok(Self::Pool(pool));
-        }
-        let mut file = None;
-        for row in sqlx::query("PRAGMA database_list").fetch_all(&pool).await? {
-            if row.try_get::<String, _>(1)? == "main" {
-                file = Some(row.try_get::<String, _>(2)?);
-            }
-        }
-        let Some(file) = file.filter(|f| !f.is_empty()) else {
+        let Some(file) = crate::store::sqlite_file(&pool).await? else {
             return Ok(Self::Pool(pool));
         };
         let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
