@@ -15,6 +15,11 @@ use gateway::{
     upstream::launch::RunnerLauncher,
 };
 
+/// A call allocates and frees many small buffers on several threads; glibc's allocator was
+/// about a sixth of the gateway's CPU under load (see docs/benchmarks.md, 2026-12-06).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "mcp-gateway",
