@@ -113,7 +113,7 @@ async fn main() {
         .unwrap();
     write(&log, 1_000_000 - 200_000 - 200_000 - 5_000 - 64_000).await;
     // The trail as it is a second after its last write on a running gateway: the write-ahead
-    // log copied into the database file (see `store::checkpoint_wal`), outside the timed part.
+    // log copied into the database file (see `store::SQLITE_CHECKPOINTS_BY_THE_WRITER`), outside the timed part.
     sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
         .execute(store.pool())
         .await

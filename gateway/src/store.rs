@@ -43,25 +43,15 @@ pub struct StoredServer {
     pub updated_at: i64,
 }
 
-/// Copies SQLite's write-ahead log into the database file, without waiting for readers or
-/// writers (`PASSIVE`). Every pooled connection leaves checkpoints to the caller of this (with
-/// `synchronous = NORMAL` a checkpoint syncs the file, milliseconds that a commit crossing
-/// SQLite's size threshold would otherwise wait). It is the audit writer that calls it, between
-/// two of its commits: only a checkpoint that completes before the next write transaction
-/// begins lets that transaction start the log over, so a checkpointer running beside a steady
-/// writer would let the log grow without end. Returns `false` for another database.
-pub async fn checkpoint_wal(pool: &AnyPool) -> bool {
-    if pool.connect_options().database_url.scheme() != "sqlite" {
-        return false;
-    }
-    if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-        .execute(pool)
-        .await
-    {
-        tracing::debug!(error = %e, "WAL checkpoint skipped");
-    }
-    true
-}
+/// Settings of every connection to a SQLite file, the pool's and the audit writer's own: no
+/// connection checkpoints the write-ahead log by itself (with `synchronous = NORMAL` a checkpoint
+/// syncs the file, milliseconds that a commit crossing SQLite's size threshold would otherwise
+/// wait). The audit writer checkpoints instead, between two of its commits: only a checkpoint
+/// that completes before the next write transaction begins lets that transaction start the log
+/// over, so a checkpointer running beside a steady writer would let the log grow without end.
+/// After the log starts over, its file is cut back to 32 MiB.
+pub const SQLITE_CHECKPOINTS_BY_THE_WRITER: &str =
+    "PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 33554432";
 
 /// The file of `pool`'s database when it is SQLite on a file (not in memory), for the work that
 /// goes straight to SQLite through a connection of its own: the audit writer's commits and the
@@ -157,10 +147,7 @@ impl Store {
                 Box::pin(async move {
                     if conn.backend_name() == "SQLite" {
                         conn.execute(synchronous).await?;
-                        // See `checkpoint_wal`. After a checkpoint lets the log start over,
-                        // the file is cut back to this size.
-                        conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
-                        conn.execute("PRAGMA journal_size_limit = 33554432").await?;
+                        conn.execute(SQLITE_CHECKPOINTS_BY_THE_WRITER).await?;
                     }
                     Ok(())
                 })
@@ -342,7 +329,7 @@ mod tests {
     /// The file is in WAL mode, and every pooled connection has the configured `synchronous`
     /// (1 = NORMAL, 2 = FULL), including ones opened after the first.
     #[tokio::test]
-    async fn sqlite_is_wal_with_the_configured_synchronous() {
+    async fn sqlite_is_wal_with_the_configured_settings() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/gateway.db", dir.path().display());
         for (setting, expected) in [(SqliteSynchronous::Normal, 1), (SqliteSynchronous::Full, 2)] {
@@ -360,6 +347,18 @@ mod tests {
                     .await
                     .unwrap();
                 assert_eq!(synchronous, expected, "{setting:?}");
+                // Both statements of the shared settings ran.
+                let settings: (i64, i64) = (
+                    sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+                        .fetch_one(&mut *conn)
+                        .await
+                        .unwrap(),
+                    sqlx::query_scalar("PRAGMA journal_size_limit")
+                        .fetch_one(&mut *conn)
+                        .await
+                        .unwrap(),
+                );
+                assert_eq!(settings, (0, 33_554_432));
                 held.push(conn);
             }
             drop(held);

@@ -515,24 +515,20 @@ fn verify_sqlite_chain(
     let mut records = snapshot.prepare(
         "SELECT seq, body, prev_hash, hash FROM audit_records WHERE writer = ?1 ORDER BY seq",
     )?;
-    let mut rows = records.query([writer])?;
     let name: std::sync::Arc<str> = writer.into();
     let mut failure = None;
-    let stream = std::iter::from_fn(|| {
-        let read = rows.next().and_then(|row| {
-            row.map(|row| {
-                Ok::<_, rusqlite::Error>(StoredRecord {
-                    writer: name.clone(),
-                    seq: row.get(0)?,
-                    body: row.get(1)?,
-                    prev_hash: row.get(2)?,
-                    hash: row.get(3)?,
-                })
+    let stream = records
+        .query_map([writer], |row| {
+            Ok(StoredRecord {
+                writer: name.clone(),
+                seq: row.get(0)?,
+                body: row.get(1)?,
+                prev_hash: row.get(2)?,
+                hash: row.get(3)?,
             })
-            .transpose()
-        });
-        read.map_err(|e| failure = Some(e)).ok().flatten()
-    });
+        })?
+        // A read that fails ends the stream; the error is reported instead of the result.
+        .map_while(|record| record.map_err(|e| failure = Some(e)).ok());
     let result = chain::verify_writer(
         stream,
         &checkpoints,

@@ -261,13 +261,14 @@ async fn archive_rows(
 
 #[cfg(test)]
 mod tests {
+    use sqlx::Row;
+
     /// The lookup of retention records reads the partial index, not every record's body.
     #[tokio::test]
     async fn the_retention_lookup_reads_its_index() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let store = crate::store::Store::open(&url).await.unwrap();
-        use sqlx::Row;
         let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(format!(
             "EXPLAIN QUERY PLAN {}",
             super::RETENTION_RECORDS

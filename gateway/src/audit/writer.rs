@@ -25,10 +25,10 @@ use super::chain::{self, StoredCheckpoint, StoredRecord};
 
 /// Records in one group commit at most (and in one INSERT statement at most `ROWS_PER_INSERT`).
 const MAX_BATCH: usize = 4096;
-/// Rows per INSERT. Full chunks reuse one prepared statement. Larger chunks measured slower:
-/// sqlx looks up each bound parameter's name in SQLite, a cost that grows with the square of
-/// the parameters in a statement (at 400 rows it was a third of the writer's time), and every
-/// distinct chunk size is a statement prepared anew.
+/// Rows per INSERT through sqlx (Postgres). Full chunks reuse one prepared statement. Larger
+/// chunks measured slower when SQLite went through sqlx too: sqlx looked up each bound
+/// parameter's name, a cost that grows with the square of the parameters in a statement, and
+/// every distinct chunk size is a statement prepared anew.
 const ROWS_PER_INSERT: usize = 100;
 
 /// How often the writer has SQLite copy its write-ahead log into the database file.
@@ -185,10 +185,9 @@ impl Sink {
             rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(Duration::from_secs(5))?;
-        // As the pool's connections (`store::Store::open_with`): checkpoints are the writer's.
         conn.execute_batch(&format!(
-            "PRAGMA synchronous = {synchronous}; PRAGMA wal_autocheckpoint = 0; \
-             PRAGMA journal_size_limit = 33554432;"
+            "PRAGMA synchronous = {synchronous}; {}",
+            crate::store::SQLITE_CHECKPOINTS_BY_THE_WRITER
         ))?;
         Ok(Self::Sqlite(conn))
     }
@@ -210,18 +209,13 @@ impl Sink {
         }
     }
 
-    /// See [`crate::store::checkpoint_wal`].
-    async fn checkpoint_wal(&mut self) {
-        let result = match self {
-            Self::Sqlite(conn) => conn
-                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                .map_err(|e| e.to_string()),
-            Self::Pool(pool) => {
-                crate::store::checkpoint_wal(pool).await;
-                Ok(())
-            }
-        };
-        if let Err(e) = result {
+    /// Copies SQLite's write-ahead log into the database file without waiting for readers or
+    /// writers (`PASSIVE`); see [`crate::store::SQLITE_CHECKPOINTS_BY_THE_WRITER`]. Postgres has
+    /// no such log, and SQLite in memory keeps none.
+    fn checkpoint_wal(&mut self) {
+        if let Self::Sqlite(conn) = self
+            && let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        {
             tracing::debug!(error = %e, "WAL checkpoint skipped");
         }
     }
@@ -268,7 +262,7 @@ impl Writer {
             }
             // Between two commits of this task, so the next one can start SQLite's log over.
             if dirty && checkpointed.elapsed() >= CHECKPOINT_EVERY {
-                self.sink.checkpoint_wal().await;
+                self.sink.checkpoint_wal();
                 checkpointed = tokio::time::Instant::now();
                 dirty = false;
             }
@@ -431,9 +425,7 @@ async fn store(
             .execute(&mut *tx)
             .await?;
     }
-    let mut sql = String::new();
-    insert_checkpoint_sql(&mut sql, 0);
-    bind_checkpoint(sqlx::query(sqlx::AssertSqlSafe(sql)), checkpoint, at)
+    bind_checkpoint(sqlx::query(INSERT_CHECKPOINT), checkpoint, at)
         .execute(&mut *tx)
         .await?;
     tx.commit().await
@@ -463,20 +455,9 @@ fn insert_records_sql(sql: &mut String, rows: usize) {
     }
 }
 
-/// `INSERT` of a checkpoint, parameters `$(after + 1)` to `$(after + 5)`.
-fn insert_checkpoint_sql(sql: &mut String, after: usize) {
-    use std::fmt::Write;
-    let _ = write!(
-        sql,
-        "INSERT INTO audit_checkpoints (writer, seq, hash, at, signature) \
-         VALUES (${}, ${}, ${}, ${}, ${})",
-        after + 1,
-        after + 2,
-        after + 3,
-        after + 4,
-        after + 5
-    );
-}
+/// `INSERT` of a checkpoint, parameters `$1` to `$5`.
+const INSERT_CHECKPOINT: &str = "INSERT INTO audit_checkpoints (writer, seq, hash, at, signature) \
+     VALUES ($1, $2, $3, $4, $5)";
 
 fn bind_records<'q>(mut query: Query<'q>, rows: &'q [StoredRecord], at: i64) -> Query<'q> {
     for row in rows {
@@ -572,9 +553,12 @@ mod tests {
             let mode: String = conn
                 .query_row("PRAGMA journal_mode", [], |r| r.get(0))
                 .unwrap();
+            let autocheckpoint: i64 = conn
+                .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
+                .unwrap();
             assert_eq!(
-                (synchronous, mode.as_str()),
-                (expected, "wal"),
+                (synchronous, mode.as_str(), autocheckpoint),
+                (expected, "wal", 0),
                 "{setting:?}"
             );
         }
