@@ -418,3 +418,94 @@ fn the_gateway_binary_carries_its_own_sandbox_runner() {
     assert!(stdout.contains("inside\\n"), "{stdout}");
     assert_eq!(events.last().unwrap()["event"], "exited");
 }
+
+/// `mcp-gateway stdio` answers over the pipes a Python or Rust client hands it and over the Unix
+/// socket a Node client hands it (libuv makes its child's stdio from socket pairs); both are read
+/// and written on the runtime, without tokio's blocking-pool stdin and stdout.
+#[test]
+fn the_stdio_front_door_serves_pipes_and_sockets() {
+    use std::{
+        io::{BufRead, BufReader, Write},
+        os::{fd::OwnedFd, unix::net::UnixStream},
+        process::Stdio,
+        sync::mpsc,
+        time::Duration,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "gateway.toml",
+        &format!(
+            "[storage]\ndata_dir = \"{}\"\n",
+            dir.path().join("data").display()
+        ),
+    );
+    for socket in [false, true] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mcp-gateway"));
+        command
+            .args(["stdio", "--config", &config])
+            .env("NO_COLOR", "1")
+            .stderr(Stdio::null());
+        let ours = if socket {
+            let (ours, theirs) = UnixStream::pair().unwrap();
+            command
+                .stdin(Stdio::from(OwnedFd::from(theirs.try_clone().unwrap())))
+                .stdout(Stdio::from(OwnedFd::from(theirs)));
+            Some(ours)
+        } else {
+            command.stdin(Stdio::piped()).stdout(Stdio::piped());
+            None
+        };
+        let mut child = command.spawn().unwrap();
+        drop(command);
+        let (mut to, from): (Box<dyn Write>, Box<dyn std::io::Read + Send>) = match ours {
+            Some(ours) => (Box::new(ours.try_clone().unwrap()), Box::new(ours)),
+            None => (
+                Box::new(child.stdin.take().unwrap()),
+                Box::new(child.stdout.take().unwrap()),
+            ),
+        };
+        // Lines read on a thread of their own, so a silent gateway fails the test, not hangs it.
+        let (lines, received) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(from).lines() {
+                let Ok(line) = line else { break };
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut ask = |message: serde_json::Value| {
+            writeln!(to, "{message}").unwrap();
+            to.flush().unwrap();
+        };
+        let answer = || -> serde_json::Value {
+            let line = received
+                .recv_timeout(Duration::from_secs(60))
+                .expect("an answer");
+            serde_json::from_str(&line).unwrap()
+        };
+        ask(serde_json::json!({
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                       "clientInfo": {"name": "test", "version": "1"}}
+        }));
+        let initialized = answer();
+        assert_eq!(initialized["id"], 1, "socket: {socket}");
+        assert_eq!(
+            initialized["result"]["protocolVersion"], "2025-11-25",
+            "socket: {socket}"
+        );
+        ask(serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+        ask(serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}));
+        let listed = answer();
+        assert_eq!(listed["id"], 2, "socket: {socket}");
+        assert!(
+            listed["result"]["tools"].is_array(),
+            "socket: {socket}: {listed}"
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
