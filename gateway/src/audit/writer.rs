@@ -1,8 +1,8 @@
 //! Writing the audit trail: records are appended in group commits, one commit at a time.
 //!
 //! A caller queues a record and, if it needs to, waits for the commit that contains it. A
-//! commit takes every record queued (records nobody waits for wait up to 2 ms for one that
-//! somebody does), chains and stores them in one transaction with one signed checkpoint, then
+//! commit takes every record queued (records nobody waits for wait a few milliseconds for one
+//! that somebody does), chains and stores them in one transaction with one signed checkpoint, then
 //! tells every waiter. Under load many records share one commit; a call's answer waits for its
 //! own commit only. A record acknowledged to a waiter is in the database.
 //!
@@ -28,6 +28,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::chain::{self, StoredCheckpoint, StoredRecord};
 
+/// How long after the last record nobody waits for the SQLite writer's thread keeps looking at
+/// its queue once a [`COMPANY_WINDOW`], rather than sleeping until it is woken.
+const STAY_AWAKE: Duration = Duration::from_millis(100);
+
 /// Records in one group commit at most (and in one INSERT statement at most `ROWS_PER_INSERT`).
 const MAX_BATCH: usize = 4096;
 /// Rows per INSERT through sqlx (Postgres). Full chunks reuse one prepared statement. Larger
@@ -45,7 +49,8 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// How long records that nobody waits for (a call's decision, a session's start) wait for a
 /// record that somebody does. A call's decision then goes into the same commit as its outcome
 /// when the call is quick: one commit and one signed checkpoint a call instead of two. A
-/// waited-for record is never held back, and nothing else is held longer than this.
+/// waited-for record is never held back, and nothing else is held longer than this (the writer
+/// of a SQLite file: twice this; see [`Inline::run`]).
 const COMPANY_WINDOW: Duration = Duration::from_millis(2);
 
 /// Why the trail could not be written or read.
@@ -464,8 +469,9 @@ fn retry_delay(attempt: u32) -> Duration {
 /// so commits stay one at a time and in the order of the queue. A caller commits one batch, the
 /// one holding its own record; what arrived meanwhile, and a batch the database refused, it
 /// hands to the thread, which commits until the queue is empty, retrying with back-off. The
-/// thread also commits records nobody waits for after [`COMPANY_WINDOW`], and checkpoints the
-/// write-ahead log between commits.
+/// thread also commits records nobody waits for after [`COMPANY_WINDOW`] (looking for them
+/// once a window while they keep coming, so their callers need not wake it each time), and
+/// checkpoints the write-ahead log between commits.
 struct Inline {
     state: Mutex<State>,
     wake: Condvar,
@@ -484,6 +490,10 @@ struct State {
     dirty: bool,
     /// Every [`AuditLog`] is gone: the thread commits what is left and ends.
     closed: bool,
+    /// The thread looks at the queue at least once a [`COMPANY_WINDOW`] for now.
+    polling: bool,
+    /// When the last record nobody waits for was queued.
+    last_unwaited: Option<std::time::Instant>,
 }
 
 struct Queued {
@@ -533,8 +543,9 @@ impl Inline {
                 state.busy = true;
                 true
             } else {
-                // The thread starts the company window of the oldest record it has.
-                if state.queue.len() == 1 {
+                state.last_unwaited = Some(std::time::Instant::now());
+                // A thread that is not looking at the queue once a window has to be told.
+                if !state.polling {
                     self.wake.notify_one();
                 }
                 false
@@ -578,22 +589,19 @@ impl Inline {
         let mut state = self.lock_state();
         loop {
             let now = std::time::Instant::now();
+            state.polling = false;
+            let due = state
+                .queue
+                .front()
+                .is_some_and(|q| state.closed || now >= q.since + COMPANY_WINDOW);
             if state.handoff {
+                // `busy` is this thread's now.
                 state.handoff = false;
-            } else if state.busy {
-                // A caller is committing; it hands over whatever it leaves.
-                state = self.wait(state, None);
-                continue;
-            } else if let Some(oldest) = state.queue.front().map(|q| q.since) {
-                let due = oldest + COMPANY_WINDOW;
-                if now < due && !state.closed {
-                    state = self.wait(state, Some(due - now));
-                    continue;
-                }
+            } else if !state.busy && due {
                 state.busy = true;
-            } else if state.closed {
+            } else if !state.busy && state.closed && state.queue.is_empty() {
                 break;
-            } else if state.dirty && now >= checkpointed + CHECKPOINT_EVERY {
+            } else if !state.busy && state.dirty && now >= checkpointed + CHECKPOINT_EVERY {
                 state.busy = true;
                 state.dirty = false;
                 drop(state);
@@ -604,10 +612,22 @@ impl Inline {
                 state = self.lock_state();
                 continue;
             } else {
-                let until = state
+                // While records nobody waits for are queued, or were a moment ago, look at the
+                // queue once a window instead of being woken for each of them: at a call's
+                // pace that is far fewer wake-ups. Such a record waits one to two windows.
+                let active = !state.queue.is_empty()
+                    || state
+                        .last_unwaited
+                        .is_some_and(|at| now.duration_since(at) < STAY_AWAKE);
+                let checkpoint_in = state
                     .dirty
                     .then(|| (checkpointed + CHECKPOINT_EVERY).saturating_duration_since(now));
-                state = self.wait(state, until);
+                let timeout = match (active.then_some(COMPANY_WINDOW), checkpoint_in) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                state.polling = active;
+                state = self.wait(state, timeout);
                 continue;
             }
             drop(state);
