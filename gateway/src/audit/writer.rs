@@ -463,7 +463,7 @@ fn retry_delay(attempt: u32) -> Duration {
 /// The writer of a SQLite file, shared by the callers and the writer's own thread.
 ///
 /// A caller whose record is waited for and who finds the writer idle commits the queue itself,
-/// on its own thread: at concurrency 1 a call's outcome is stored without waking another thread
+/// on its own thread (unless each commit waits for the disk, see [`Inline::new`]): at concurrency 1 a call's outcome is stored without waking another thread
 /// and being woken back (the two wake-ups were about half of the wait; see
 /// `docs/benchmarks.md`). Whoever holds `busy` commits; nobody else touches the connection,
 /// so commits stay one at a time and in the order of the queue. A caller commits one batch, the
@@ -477,6 +477,8 @@ struct Inline {
     wake: Condvar,
     /// Locked only by the holder of `State::busy`, so never contended.
     writer: Mutex<Writer>,
+    /// Whether callers may commit (see [`Inline::new`]).
+    inline: bool,
 }
 
 #[derive(Default)]
@@ -494,6 +496,8 @@ struct State {
     polling: bool,
     /// When the last record nobody waits for was queued.
     last_unwaited: Option<std::time::Instant>,
+    /// A waited-for record is queued for the thread to commit now.
+    urgent: bool,
 }
 
 struct Queued {
@@ -513,10 +517,20 @@ impl Drop for InlineHandle {
 
 impl Inline {
     fn new(writer: Writer) -> Self {
+        // With `synchronous` at FULL or above each commit waits for the disk (an fsync of the
+        // log), too long to hold a runtime's worker: the thread makes every commit then. At
+        // NORMAL (the default) a commit in WAL mode only writes to the log.
+        let synchronous = match &writer.sink {
+            Sink::Sqlite(conn) => conn
+                .query_row("PRAGMA synchronous", [], |row| row.get::<_, i64>(0))
+                .unwrap_or(2),
+            Sink::Pool(_) => 2,
+        };
         Self {
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
             writer: Mutex::new(writer),
+            inline: synchronous <= 1,
         }
     }
 
@@ -539,9 +553,13 @@ impl Inline {
             });
             if state.busy {
                 false
-            } else if waited {
+            } else if waited && self.inline {
                 state.busy = true;
                 true
+            } else if waited {
+                state.urgent = true;
+                self.wake.notify_one();
+                false
             } else {
                 state.last_unwaited = Some(std::time::Instant::now());
                 // A thread that is not looking at the queue once a window has to be told.
@@ -590,10 +608,11 @@ impl Inline {
         loop {
             let now = std::time::Instant::now();
             state.polling = false;
-            let due = state
-                .queue
-                .front()
-                .is_some_and(|q| state.closed || now >= q.since + COMPANY_WINDOW);
+            let due = state.urgent
+                || state
+                    .queue
+                    .front()
+                    .is_some_and(|q| state.closed || now >= q.since + COMPANY_WINDOW);
             if state.handoff {
                 // `busy` is this thread's now.
                 state.handoff = false;
@@ -646,6 +665,7 @@ impl Inline {
                     return;
                 }
                 state.dirty = true;
+                state.urgent = false;
                 let n = state.queue.len().min(MAX_BATCH);
                 state.queue.drain(..n).map(|q| q.pending).collect()
             };
@@ -819,6 +839,8 @@ fn bind_checkpoint<'q>(query: Query<'q>, checkpoint: &'q StoredCheckpoint, at: i
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
     use tokio::{sync::mpsc, time::Instant};
 
     use super::{COMPANY_WINDOW, Pending, Sink, collect};
@@ -1056,5 +1078,51 @@ mod tests {
         assert_eq!(waiting.await.unwrap().unwrap(), 1);
         assert_eq!(log.record(&serde_json::json!({ "i": 2 })).await.unwrap(), 2);
         assert_eq!(stored(&pool).await.len(), 2);
+    }
+
+    /// At `synchronous = NORMAL` a caller who finds the writer idle commits its record on its own
+    /// thread; at FULL, where a commit waits for an fsync, the writer's thread commits it.
+    #[tokio::test(flavor = "current_thread")]
+    async fn who_commits_depends_on_whether_a_commit_waits_for_the_disk() {
+        use crate::{config::raw::SqliteSynchronous, store::Store};
+
+        let dir = tempfile::tempdir().unwrap();
+        for (setting, committer) in [
+            (SqliteSynchronous::Normal, "caller"),
+            (SqliteSynchronous::Full, "audit-writer"),
+        ] {
+            let url = format!(
+                "sqlite://{}",
+                dir.path().join(format!("{setting:?}.db")).display()
+            );
+            let pool = Store::open_with(&url, setting)
+                .await
+                .unwrap()
+                .pool()
+                .clone();
+            let committers = Arc::new(Mutex::new(Vec::new()));
+            let seen = committers.clone();
+            let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+            let log = super::AuditLog::start(pool, key, "w".into(), move |_| {
+                let name = std::thread::current().name().map(str::to_owned);
+                seen.lock().unwrap().push(name);
+            })
+            .await
+            .unwrap();
+            for i in 1..=3 {
+                assert_eq!(log.record(&serde_json::json!({ "i": i })).await.unwrap(), i);
+            }
+            let caller = std::thread::current().name().map(str::to_owned);
+            let expected = if committer == "caller" {
+                caller
+            } else {
+                Some(committer.to_owned())
+            };
+            assert_eq!(
+                *committers.lock().unwrap(),
+                vec![expected; 3],
+                "{setting:?}"
+            );
+        }
     }
 }
