@@ -584,6 +584,11 @@ impl Inline {
         let committed = self.lock_writer().commit_blocking(&mut batch, false);
         let mut state = self.lock_state();
         if committed.is_ok() {
+            // A thread asleep with nothing to do learns that a checkpoint is now due in a
+            // second; once per checkpoint, not per commit.
+            if !state.dirty && !state.polling {
+                self.wake.notify_one();
+            }
             state.dirty = true;
         } else {
             for pending in batch.into_iter().rev() {
