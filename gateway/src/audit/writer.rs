@@ -180,10 +180,7 @@ impl AuditLog {
         };
         match &self.queue {
             Queue::Task(tx) => tx.send(pending).map_err(|_| AuditError::Stopped),
-            Queue::Inline(handle) => {
-                handle.0.submit(pending);
-                Ok(())
-            }
+            Queue::Inline(handle) => handle.0.submit(pending),
         }
     }
 }
@@ -508,6 +505,8 @@ struct State {
     urgent: bool,
     /// When a waited-for record last found a commit in progress.
     contended: Option<std::time::Instant>,
+    /// A commit panicked: the writer's state cannot be trusted, and every record is refused.
+    broken: bool,
 }
 
 impl State {
@@ -522,6 +521,23 @@ impl State {
 struct Queued {
     pending: Pending,
     since: std::time::Instant,
+}
+
+/// Held while committing: if the commit unwinds, the writer stops for good, with every queued
+/// record refused (their waiters get [`AuditError::Stopped`]) instead of `busy` staying taken and
+/// every later caller waiting forever.
+struct Committing<'a>(&'a Inline);
+
+impl Drop for Committing<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut state = self.0.lock_state();
+            state.broken = true;
+            state.busy = false;
+            state.queue.clear();
+            self.0.wake.notify_one();
+        }
+    }
 }
 
 /// Closes the queue when the last [`AuditLog`] goes.
@@ -562,10 +578,13 @@ impl Inline {
     }
 
     /// Queues `pending`; when it is waited for and nobody is committing, commits it here.
-    fn submit(&self, pending: Pending) {
+    fn submit(&self, pending: Pending) -> Result<(), AuditError> {
         let waited = pending.ack.is_some();
         let lead = {
             let mut state = self.lock_state();
+            if state.broken {
+                return Err(AuditError::Stopped);
+            }
             let now = std::time::Instant::now();
             state.queue.push_back(Queued {
                 pending,
@@ -596,6 +615,7 @@ impl Inline {
         if lead {
             self.lead();
         }
+        Ok(())
     }
 
     /// Commits the queue once, as a caller holding `busy`.
@@ -605,7 +625,9 @@ impl Inline {
             let n = state.queue.len().min(MAX_BATCH);
             state.queue.drain(..n).map(|q| q.pending).collect()
         };
+        let guard = Committing(self);
         let committed = self.lock_writer().commit_blocking(&mut batch, false);
+        drop(guard);
         let mut state = self.lock_state();
         if committed.is_ok() {
             // A thread asleep with nothing to do learns that a checkpoint is now due in a
@@ -642,7 +664,9 @@ impl Inline {
                     .queue
                     .front()
                     .is_some_and(|q| state.closed || now >= q.since + COMPANY_WINDOW);
-            if state.handoff {
+            if state.broken {
+                break;
+            } else if state.handoff {
                 // `busy` is this thread's now.
                 state.handoff = false;
             } else if !state.busy && due {
@@ -653,7 +677,9 @@ impl Inline {
                 state.busy = true;
                 state.dirty = false;
                 drop(state);
+                let guard = Committing(self);
                 self.lock_writer().sink.checkpoint_wal();
+                drop(guard);
                 checkpointed = std::time::Instant::now();
                 // Then whatever queued during the checkpoint.
                 self.drain();
@@ -698,7 +724,9 @@ impl Inline {
                 let n = state.queue.len().min(MAX_BATCH);
                 state.queue.drain(..n).map(|q| q.pending).collect()
             };
+            let guard = Committing(self);
             let _ = self.lock_writer().commit_blocking(&mut batch, true);
+            drop(guard);
         }
     }
 
@@ -1166,5 +1194,41 @@ mod tests {
         assert!(state.contended_lately(t0));
         assert!(state.contended_lately(t0 + super::INLINE_AFTER_CONTENTION / 2));
         assert!(!state.contended_lately(t0 + super::INLINE_AFTER_CONTENTION));
+    }
+
+    /// A commit that panics stops the writer for good: the call whose commit it was fails,
+    /// and every later record is refused at once instead of waiting forever.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_panicking_commit_stops_the_writer_instead_of_hanging_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("a.db").display());
+        let pool = crate::store::Store::open(&url)
+            .await
+            .unwrap()
+            .pool()
+            .clone();
+        let commits = Arc::new(Mutex::new(0));
+        let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+        let log = super::AuditLog::start(pool, key, "w".into(), move |_| {
+            let mut n = commits.lock().unwrap();
+            *n += 1;
+            assert!(*n < 2, "the second commit's hook panics");
+        })
+        .await
+        .unwrap();
+        assert_eq!(log.record(&serde_json::json!({ "i": 1 })).await.unwrap(), 1);
+        let second = tokio::spawn({
+            let log = log.clone();
+            async move { log.record(&serde_json::json!({ "i": 2 })).await }
+        });
+        assert!(second.await.unwrap_err().is_panic());
+        assert!(matches!(
+            log.record(&serde_json::json!({ "i": 3 })).await,
+            Err(super::AuditError::Stopped)
+        ));
+        assert!(matches!(
+            log.record_nowait(&serde_json::json!({ "i": 4 })),
+            Err(super::AuditError::Stopped)
+        ));
     }
 }
