@@ -118,27 +118,32 @@ impl AuditLog {
             }
             None => (0, chain::GENESIS),
         };
-        let sink = Sink::open(pool).await?;
-        let own_connection = matches!(sink, Sink::Sqlite(_));
-        let task = Writer {
-            sink,
+        let chain = Writer {
+            sink: (),
             key,
             writer: writer.clone(),
             seq,
             prev,
             on_commit: Box::new(on_commit),
         };
-        let queue = if own_connection {
-            let inline = Arc::new(Inline::new(task));
-            let thread = inline.clone();
-            std::thread::Builder::new()
-                .name("audit-writer".into())
-                .spawn(move || thread.run())?;
-            Queue::Inline(Arc::new(InlineHandle(inline)))
-        } else {
-            let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(task.run(rx));
-            Queue::Task(tx)
+        let queue = match Sink::open(pool).await? {
+            Sink::Sqlite { conn, synchronous } => {
+                // With `synchronous` at FULL or above each commit waits for the disk (an fsync
+                // of the log), too long to hold a runtime's worker: the thread makes every
+                // commit then. At NORMAL (the default) a commit in WAL mode only writes to the
+                // log.
+                let inline = Arc::new(Inline::new(chain.with(conn), synchronous <= 1));
+                let thread = inline.clone();
+                std::thread::Builder::new()
+                    .name("audit-writer".into())
+                    .spawn(move || thread.run())?;
+                Queue::Inline(Arc::new(InlineHandle(inline)))
+            }
+            Sink::Pool(pool) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(chain.with(pool).run(rx));
+                Queue::Task(tx)
+            }
         };
         Ok(Self {
             queue,
@@ -196,8 +201,11 @@ type CommitHook = Box<dyn Fn(&[(i64, String)]) + Send>;
 
 /// Where the writer's commits go.
 enum Sink {
-    /// A SQLite file, through the writer's own connection.
-    Sqlite(rusqlite::Connection),
+    /// A SQLite file, through the writer's own connection, and its `synchronous` setting.
+    Sqlite {
+        conn: rusqlite::Connection,
+        synchronous: i64,
+    },
     /// Postgres, or SQLite in memory: through sqlx's pool.
     Pool(AnyPool),
 }
@@ -221,65 +229,14 @@ impl Sink {
             "PRAGMA synchronous = {synchronous}; {}",
             crate::store::SQLITE_CHECKPOINTS_BY_THE_WRITER
         ))?;
-        Ok(Self::Sqlite(conn))
-    }
-
-    /// Inserts the rows and the checkpoint in one transaction.
-    async fn store(
-        &mut self,
-        rows: &[StoredRecord],
-        checkpoint: &StoredCheckpoint,
-        at: i64,
-    ) -> Result<(), String> {
-        match self {
-            Self::Sqlite(conn) => {
-                store_sqlite(conn, rows, checkpoint, at).map_err(|e| e.to_string())
-            }
-            Self::Pool(pool) => store(pool, rows, checkpoint, at)
-                .await
-                .map_err(|e| e.to_string()),
-        }
-    }
-
-    /// [`Self::store`] without a runtime; only a SQLite file's connection can. Unless
-    /// `wait_for_lock`, a database another connection is writing refuses at once instead of
-    /// after SQLite's busy timeout: a caller committing inline must not hold up its runtime.
-    fn store_blocking(
-        &mut self,
-        rows: &[StoredRecord],
-        checkpoint: &StoredCheckpoint,
-        at: i64,
-        wait_for_lock: bool,
-    ) -> Result<(), String> {
-        match self {
-            Self::Sqlite(conn) => {
-                let wait = if wait_for_lock {
-                    BUSY_TIMEOUT
-                } else {
-                    Duration::ZERO
-                };
-                conn.busy_timeout(wait)
-                    .and_then(|()| store_sqlite(conn, rows, checkpoint, at))
-                    .map_err(|e| e.to_string())
-            }
-            Self::Pool(_) => Err("the pool is written from the writer task only".into()),
-        }
-    }
-
-    /// Copies SQLite's write-ahead log into the database file without waiting for readers or
-    /// writers (`PASSIVE`); see [`crate::store::SQLITE_CHECKPOINTS_BY_THE_WRITER`]. Postgres has
-    /// no such log, and SQLite in memory keeps none.
-    fn checkpoint_wal(&mut self) {
-        if let Self::Sqlite(conn) = self
-            && let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-        {
-            tracing::debug!(error = %e, "WAL checkpoint skipped");
-        }
+        Ok(Self::Sqlite { conn, synchronous })
     }
 }
 
-struct Writer {
-    sink: Sink,
+/// The chain of one writer, and where it is stored: sqlx's pool (a task's) or a SQLite
+/// connection of its own ([`Inline`]'s).
+struct Writer<S> {
+    sink: S,
     key: SigningKey,
     writer: String,
     /// The last stored sequence number and hash.
@@ -298,40 +255,28 @@ struct Chained {
     at: i64,
 }
 
-impl Writer {
+impl Writer<()> {
+    fn with<S>(self, sink: S) -> Writer<S> {
+        Writer {
+            sink,
+            key: self.key,
+            writer: self.writer,
+            seq: self.seq,
+            prev: self.prev,
+            on_commit: self.on_commit,
+        }
+    }
+}
+
+impl Writer<AnyPool> {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Pending>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        let mut checkpointed = tokio::time::Instant::now();
-        // Whether commits were made since the last checkpoint: an idle writer checkpoints
-        // them a second later rather than at its next commit.
-        let mut dirty = false;
-        loop {
-            let next = if dirty {
-                tokio::time::timeout_at(checkpointed + CHECKPOINT_EVERY, rx.recv())
-                    .await
-                    .ok()
-            } else {
-                Some(rx.recv().await)
-            };
-            match next {
-                Some(None) => break,
-                Some(Some(first)) => {
-                    batch.push(first);
-                    let open = collect(&mut rx, &mut batch).await;
-                    self.commit(&mut batch).await;
-                    dirty = true;
-                    if !open {
-                        break;
-                    }
-                }
-                // Idle since the last commit, a second after the last checkpoint.
-                None => {}
-            }
-            // Between two commits of this task, so the next one can start SQLite's log over.
-            if dirty && checkpointed.elapsed() >= CHECKPOINT_EVERY {
-                self.sink.checkpoint_wal();
-                checkpointed = tokio::time::Instant::now();
-                dirty = false;
+        while let Some(first) = rx.recv().await {
+            batch.push(first);
+            let open = collect(&mut rx, &mut batch).await;
+            self.commit(&mut batch).await;
+            if !open {
+                break;
             }
         }
     }
@@ -339,57 +284,69 @@ impl Writer {
     /// Stores `batch` (retrying while the database refuses), then answers its waiters.
     async fn commit(&mut self, batch: &mut Vec<Pending>) {
         let chained = self.chain(batch);
-        let mut attempt = 0u32;
+        let mut retry = Retry::default();
         let started = std::time::Instant::now();
         let result = loop {
-            match self
-                .sink
-                .store(&chained.rows, &chained.checkpoint, chained.at)
-                .await
-            {
+            match store(&self.sink, &chained.rows, &chained.checkpoint, chained.at).await {
                 Ok(()) => break Ok(()),
-                // A database that is restarting or briefly locked gets time to come back; the
-                // callers wait (their records are not acknowledged until stored).
-                Err(e) if attempt < RETRIES => {
-                    tracing::warn!(error = %e, attempt, "cannot store audit records; retrying");
-                    tokio::time::sleep(retry_delay(attempt)).await;
-                    attempt += 1;
-                }
-                Err(e) => break Err(e),
+                Err(e) => match retry.after(&e) {
+                    Some(delay) => tokio::time::sleep(delay).await,
+                    None => break Err(e.to_string()),
+                },
             }
         };
         self.finish(batch, chained, result, started);
     }
+}
 
-    /// [`Self::commit`] on the calling thread. With `retry`, it sleeps between attempts;
-    /// without, a refused batch is handed back untouched (nothing acknowledged, the tail
-    /// unchanged).
+impl Writer<rusqlite::Connection> {
+    /// Stores `batch` on the calling thread, then answers its waiters. With `retry`, it waits
+    /// for SQLite's lock and sleeps between attempts; without, a database another connection is
+    /// writing refuses at once (a caller committing inline must not hold up its runtime) and the
+    /// batch is handed back untouched: nothing acknowledged, the tail unchanged.
     fn commit_blocking(&mut self, batch: &mut Vec<Pending>, retry: bool) -> Result<(), ()> {
         let chained = self.chain(batch);
-        let mut attempt = 0u32;
+        let mut retries = Retry::default();
         let started = std::time::Instant::now();
+        let wait = if retry { BUSY_TIMEOUT } else { Duration::ZERO };
         let result = loop {
-            match self
-                .sink
-                .store_blocking(&chained.rows, &chained.checkpoint, chained.at, retry)
-            {
+            let stored = self.sink.busy_timeout(wait).and_then(|()| {
+                store_sqlite(
+                    &mut self.sink,
+                    &chained.rows,
+                    &chained.checkpoint,
+                    chained.at,
+                )
+            });
+            match stored {
                 Ok(()) => break Ok(()),
                 Err(e) if !retry => {
                     tracing::debug!(error = %e, "inline audit commit refused; the writer retries");
                     return Err(());
                 }
-                Err(e) if attempt < RETRIES => {
-                    tracing::warn!(error = %e, attempt, "cannot store audit records; retrying");
-                    std::thread::sleep(retry_delay(attempt));
-                    attempt += 1;
-                }
-                Err(e) => break Err(e),
+                Err(e) => match retries.after(&e) {
+                    Some(delay) => std::thread::sleep(delay),
+                    None => break Err(e.to_string()),
+                },
             }
         };
         self.finish(batch, chained, result, started);
         Ok(())
     }
 
+    /// Copies SQLite's write-ahead log into the database file without waiting for readers or
+    /// writers (`PASSIVE`); see [`crate::store::SQLITE_CHECKPOINTS_BY_THE_WRITER`].
+    fn checkpoint_wal(&mut self) {
+        if let Err(e) = self
+            .sink
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        {
+            tracing::debug!(error = %e, "WAL checkpoint skipped");
+        }
+    }
+}
+
+impl<S> Writer<S> {
     /// Links `batch` onto the tail and signs the checkpoint that covers it.
     fn chain(&self, batch: &[Pending]) -> Chained {
         let mut rows = Vec::with_capacity(batch.len());
@@ -457,11 +414,23 @@ impl Writer {
     }
 }
 
-/// Attempts after the first before a batch is given up (about 13 s in all).
-const RETRIES: u32 = 8;
+/// Failed attempts at storing one batch. A database that is restarting or briefly locked gets
+/// time to come back; the callers wait (their records are not acknowledged until stored).
+#[derive(Default)]
+struct Retry(u32);
 
-fn retry_delay(attempt: u32) -> Duration {
-    Duration::from_millis(50 << attempt.min(6))
+impl Retry {
+    /// How long to wait before the next attempt after `error`, or `None` after the ninth
+    /// (about 13 s in all): the batch is given up.
+    fn after(&mut self, error: &dyn std::fmt::Display) -> Option<Duration> {
+        if self.0 >= 8 {
+            return None;
+        }
+        tracing::warn!(error = %error, attempt = self.0, "cannot store audit records; retrying");
+        let delay = Duration::from_millis(50 << self.0.min(6));
+        self.0 += 1;
+        Some(delay)
+    }
 }
 
 /// The writer of a SQLite file, shared by the callers and the writer's own thread.
@@ -481,7 +450,7 @@ struct Inline {
     state: Mutex<State>,
     wake: Condvar,
     /// Locked only by the holder of `State::busy`, so never contended.
-    writer: Mutex<Writer>,
+    writer: Mutex<Writer<rusqlite::Connection>>,
     /// Whether callers may commit (see [`Inline::new`]).
     inline: bool,
 }
@@ -551,21 +520,12 @@ impl Drop for InlineHandle {
 }
 
 impl Inline {
-    fn new(writer: Writer) -> Self {
-        // With `synchronous` at FULL or above each commit waits for the disk (an fsync of the
-        // log), too long to hold a runtime's worker: the thread makes every commit then. At
-        // NORMAL (the default) a commit in WAL mode only writes to the log.
-        let synchronous = match &writer.sink {
-            Sink::Sqlite(conn) => conn
-                .query_row("PRAGMA synchronous", [], |row| row.get::<_, i64>(0))
-                .unwrap_or(2),
-            Sink::Pool(_) => 2,
-        };
+    fn new(writer: Writer<rusqlite::Connection>, inline: bool) -> Self {
         Self {
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
             writer: Mutex::new(writer),
-            inline: synchronous <= 1,
+            inline,
         }
     }
 
@@ -573,7 +533,7 @@ impl Inline {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn lock_writer(&self) -> MutexGuard<'_, Writer> {
+    fn lock_writer(&self) -> MutexGuard<'_, Writer<rusqlite::Connection>> {
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -604,7 +564,7 @@ impl Inline {
                 self.wake.notify_one();
                 false
             } else {
-                state.last_unwaited = Some(std::time::Instant::now());
+                state.last_unwaited = Some(now);
                 // A thread that is not looking at the queue once a window has to be told.
                 if !state.polling {
                     self.wake.notify_one();
@@ -678,7 +638,7 @@ impl Inline {
                 state.dirty = false;
                 drop(state);
                 let guard = Committing(self);
-                self.lock_writer().sink.checkpoint_wal();
+                self.lock_writer().checkpoint_wal();
                 drop(guard);
                 checkpointed = std::time::Instant::now();
                 // Then whatever queued during the checkpoint.
@@ -784,7 +744,8 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// [`Sink::store`] on the writer's own SQLite connection. Each statement is prepared once.
+/// Inserts the rows and the checkpoint in one transaction on the writer's own SQLite
+/// connection. Each statement is prepared once.
 fn store_sqlite(
     conn: &mut rusqlite::Connection,
     rows: &[StoredRecord],
@@ -823,7 +784,8 @@ fn store_sqlite(
     tx.commit()
 }
 
-/// [`Sink::store`] through sqlx: one transaction, one INSERT per chunk of rows.
+/// Inserts the rows and the checkpoint in one transaction through sqlx, one INSERT per chunk of
+/// rows.
 async fn store(
     pool: &AnyPool,
     rows: &[StoredRecord],
@@ -959,7 +921,7 @@ mod tests {
                 dir.path().join(format!("{expected}.db")).display()
             );
             let store = Store::open_with(&url, setting).await.unwrap();
-            let Ok(Sink::Sqlite(conn)) = Sink::open(store.pool().clone()).await else {
+            let Ok(Sink::Sqlite { conn, .. }) = Sink::open(store.pool().clone()).await else {
                 panic!("{setting:?}: not the writer's own connection");
             };
             let synchronous: i64 = conn
@@ -992,7 +954,7 @@ mod tests {
         sqlx::migrate!("./migrations").run(&memory).await.unwrap();
         for (pool, own) in [(file, true), (memory, false)] {
             let url = pool.connect_options().database_url.to_string();
-            let is_own = matches!(Sink::open(pool.clone()).await, Ok(Sink::Sqlite(_)));
+            let is_own = matches!(Sink::open(pool.clone()).await, Ok(Sink::Sqlite { .. }));
             assert_eq!(is_own, own, "{url}");
             let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
             let log = super::AuditLog::start(pool.clone(), key.clone(), "w".into(), |_| {})
@@ -1012,17 +974,35 @@ mod tests {
         }
     }
 
-    async fn sqlite_log(dir: &std::path::Path) -> (sqlx::AnyPool, super::AuditLog) {
+    async fn sqlite_pool(dir: &std::path::Path) -> sqlx::AnyPool {
         let url = format!("sqlite://{}", dir.join("a.db").display());
-        let pool = crate::store::Store::open(&url)
+        crate::store::Store::open(&url)
             .await
             .unwrap()
             .pool()
-            .clone();
+            .clone()
+    }
+
+    /// The names of the threads that made a log's commits, one a commit.
+    type Committers = Arc<Mutex<Vec<Option<String>>>>;
+
+    /// A log on `pool` whose commits note the thread that made them.
+    async fn log_noting_committers(pool: &sqlx::AnyPool) -> (super::AuditLog, Committers) {
+        let committers = Committers::default();
+        let seen = committers.clone();
         let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
-        let log = super::AuditLog::start(pool.clone(), key, "w".into(), |_| {})
-            .await
-            .unwrap();
+        let log = super::AuditLog::start(pool.clone(), key, "w".into(), move |_| {
+            let name = std::thread::current().name().map(str::to_owned);
+            seen.lock().unwrap().push(name);
+        })
+        .await
+        .unwrap();
+        (log, committers)
+    }
+
+    async fn sqlite_log(dir: &std::path::Path) -> (sqlx::AnyPool, super::AuditLog) {
+        let pool = sqlite_pool(dir).await;
+        let (log, _) = log_noting_committers(&pool).await;
         (pool, log)
     }
 
@@ -1106,13 +1086,51 @@ mod tests {
         }
     }
 
-    /// A caller that would commit inline while another connection holds SQLite's write lock
-    /// does not hold up its runtime for the busy timeout: the writer's thread takes the batch
-    /// over and stores it once the lock is free. Nothing is acknowledged before it is stored.
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_locked_database_is_waited_for_off_the_runtime() {
+    /// A commit made inline does not wait for SQLite's lock: while another connection holds
+    /// it, the attempt is refused at once (the connection's busy timeout is 0 for it), and the
+    /// batch comes back untouched.
+    #[tokio::test]
+    async fn an_inline_commit_does_not_wait_for_sqlites_lock() {
         let dir = tempfile::tempdir().unwrap();
-        let (pool, log) = sqlite_log(dir.path()).await;
+        let Ok(Sink::Sqlite { conn, .. }) = Sink::open(sqlite_pool(dir.path()).await).await else {
+            panic!("not the writer's own connection");
+        };
+        let mut writer = super::Writer {
+            sink: (),
+            key: ed25519_dalek::SigningKey::from_bytes(&[5; 32]),
+            writer: "w".into(),
+            seq: 0,
+            prev: crate::audit::chain::GENESIS,
+            on_commit: Box::new(|_| {}),
+        }
+        .with(conn);
+        let busy_timeout = |w: &super::Writer<rusqlite::Connection>| -> i64 {
+            w.sink
+                .query_row("PRAGMA busy_timeout", [], |r| r.get(0))
+                .unwrap()
+        };
+        let blocker = rusqlite::Connection::open(dir.path().join("a.db")).unwrap();
+        blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let mut batch = vec![record(true)];
+        assert!(writer.commit_blocking(&mut batch, false).is_err());
+        assert_eq!((batch.len(), writer.seq, busy_timeout(&writer)), (1, 0, 0));
+
+        blocker.execute_batch("COMMIT").unwrap();
+        assert!(writer.commit_blocking(&mut batch, true).is_ok());
+        assert_eq!((batch.len(), writer.seq), (0, 1));
+        assert_eq!(
+            busy_timeout(&writer),
+            super::BUSY_TIMEOUT.as_millis() as i64
+        );
+    }
+
+    /// Through the log: the caller's refused batch goes to the writer's thread, which stores it
+    /// once the lock is free. Nothing is acknowledged before.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_locked_database_is_waited_for_by_the_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = sqlite_pool(dir.path()).await;
+        let (log, committers) = log_noting_committers(&pool).await;
         let blocker = rusqlite::Connection::open(dir.path().join("a.db")).unwrap();
         blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
 
@@ -1120,21 +1138,17 @@ mod tests {
             let log = log.clone();
             async move { log.record(&serde_json::json!({ "i": 1 })).await }
         });
-        // The runtime's only thread is free: this sleep ends long before SQLite's busy timeout
-        // would have, and the record is not acknowledged.
-        let slept = std::time::Instant::now();
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        assert!(
-            slept.elapsed() < super::BUSY_TIMEOUT,
-            "{:?}",
-            slept.elapsed()
-        );
+        // The spawned task queues its record and waits for it before this one goes on.
+        tokio::task::yield_now().await;
         assert!(!waiting.is_finished());
 
         blocker.execute_batch("COMMIT").unwrap();
         assert_eq!(waiting.await.unwrap().unwrap(), 1);
-        assert_eq!(log.record(&serde_json::json!({ "i": 2 })).await.unwrap(), 2);
-        assert_eq!(stored(&pool).await.len(), 2);
+        assert_eq!(
+            *committers.lock().unwrap(),
+            [Some("audit-writer".to_owned())]
+        );
+        assert_eq!(stored(&pool).await.len(), 1);
     }
 
     /// At `synchronous = NORMAL` a caller who finds the writer idle commits its record on its own
@@ -1157,15 +1171,7 @@ mod tests {
                 .unwrap()
                 .pool()
                 .clone();
-            let committers = Arc::new(Mutex::new(Vec::new()));
-            let seen = committers.clone();
-            let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
-            let log = super::AuditLog::start(pool, key, "w".into(), move |_| {
-                let name = std::thread::current().name().map(str::to_owned);
-                seen.lock().unwrap().push(name);
-            })
-            .await
-            .unwrap();
+            let (log, committers) = log_noting_committers(&pool).await;
             for i in 1..=3 {
                 assert_eq!(log.record(&serde_json::json!({ "i": i })).await.unwrap(), i);
             }
@@ -1201,12 +1207,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_panicking_commit_stops_the_writer_instead_of_hanging_it() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("a.db").display());
-        let pool = crate::store::Store::open(&url)
-            .await
-            .unwrap()
-            .pool()
-            .clone();
+        let pool = sqlite_pool(dir.path()).await;
         let commits = Arc::new(Mutex::new(0));
         let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
         let log = super::AuditLog::start(pool, key, "w".into(), move |_| {
