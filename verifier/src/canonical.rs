@@ -22,8 +22,9 @@ pub struct JsonError {
     pub reason: &'static str,
 }
 
-/// Nesting deeper than this is refused, so hostile input cannot exhaust the stack.
-const MAX_DEPTH: usize = 128;
+/// Nesting deeper than this is refused, so hostile input cannot exhaust the stack. A value at
+/// this depth (the top-level value is at 0) may still be an empty array or object.
+pub const MAX_DEPTH: usize = 128;
 
 /// A parsed JSON value, keeping what Python keeps.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,6 +82,28 @@ pub fn canonicalize_member(text: &str, key: &str) -> Result<Option<String>, Json
             write_value(&value, &mut out);
             out
         }))
+}
+
+/// Appends the canonical form of one JSON number literal (`12`, `-0`, `1E+2`), for a caller that
+/// walks a value it parsed itself instead of handing over a text: the gateway's audit records,
+/// built as `serde_json::Value`s, whose numbers print as the literals they were parsed from.
+pub fn push_number(literal: &str, out: &mut String) -> Result<(), JsonError> {
+    let mut parser = Parser {
+        bytes: literal.as_bytes(),
+        text: literal,
+        pos: 0,
+    };
+    let value = parser.number()?;
+    if parser.pos != parser.bytes.len() {
+        return Err(parser.error("trailing characters"));
+    }
+    write_value(&value, out);
+    Ok(())
+}
+
+/// Appends a string, quoted and escaped as the canonical form writes strings and keys.
+pub fn push_string(s: &str, out: &mut String) {
+    write_string(s, out);
 }
 
 fn parse(text: &str) -> Result<Value, JsonError> {

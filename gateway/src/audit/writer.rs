@@ -190,10 +190,65 @@ impl AuditLog {
     }
 }
 
-/// The canonical JSON of a record: the bytes its hash covers.
+/// The canonical JSON of a record: the bytes its hash covers. The same bytes as
+/// `verifier::canonical::canonicalize(&body.to_string())`, written straight from the value
+/// instead of printed and parsed again (a call's two records spent about 4 % of the gateway's
+/// CPU on that round trip).
 pub fn canonical(body: &serde_json::Value) -> Result<String, AuditError> {
-    verifier::canonical::canonicalize(&body.to_string())
-        .map_err(|e| AuditError::NotStored(e.to_string()))
+    let mut out = String::with_capacity(512);
+    push_canonical(body, 0, &mut out).map_err(|e| AuditError::NotStored(e.to_string()))?;
+    Ok(out)
+}
+
+fn push_canonical(
+    value: &serde_json::Value,
+    depth: usize,
+    out: &mut String,
+) -> Result<(), verifier::canonical::JsonError> {
+    use serde_json::Value;
+    use verifier::canonical::{push_number, push_string};
+    if depth > verifier::canonical::MAX_DEPTH {
+        return Err(verifier::canonical::JsonError {
+            offset: 0,
+            reason: "nested too deeply",
+        });
+    }
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(true) => out.push_str("true"),
+        Value::Bool(false) => out.push_str("false"),
+        // A number prints as the literal it was parsed from (or, built in Rust, as serde_json
+        // would print it), which is the text the verifier's own parser would have read.
+        Value::Number(n) => push_number(&n.to_string(), out)?,
+        Value::String(s) => push_string(s, out),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_canonical(item, depth + 1, out)?;
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            // Keys by code point, which is byte order in UTF-8 (serde_json may keep insertion
+            // order: another crate in the graph turns on `preserve_order`).
+            let mut members: Vec<(&String, &Value)> = map.iter().collect();
+            members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (key, value)) in members.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_string(key, out);
+                out.push(':');
+                push_canonical(value, depth + 1, out)?;
+            }
+            out.push('}');
+        }
+    }
+    Ok(())
 }
 
 /// Called with the (sequence number, canonical body) of each record after its commit.
@@ -1231,5 +1286,57 @@ mod tests {
             log.record_nowait(&serde_json::json!({ "i": 4 })),
             Err(super::AuditError::Stopped)
         ));
+    }
+
+    fn json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            // Any characters, control characters and non-ASCII included.
+            any::<String>().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                proptest::collection::vec((any::<String>(), inner), 0..8)
+                    .prop_map(|members| Value::Object(members.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        // The hash of a record covers these bytes, and `audit verify` recomputes them from the
+        // stored text with the verifier's parser: both ways must agree on every value.
+        #[test]
+        fn canonical_bytes_match_the_verifiers_canonical_text(value in json()) {
+            let text = verifier::canonical::canonicalize(&value.to_string()).unwrap();
+            proptest::prop_assert_eq!(super::canonical(&value).unwrap(), text);
+        }
+    }
+
+    #[test]
+    fn canonical_bytes_refuse_what_the_verifier_refuses_as_too_deep() {
+        for depth in [127, 128, 129, 130] {
+            let mut value = serde_json::json!(1);
+            for _ in 0..depth {
+                value = serde_json::json!([value]);
+            }
+            assert_eq!(
+                super::canonical(&value).is_ok(),
+                verifier::canonical::canonicalize(&value.to_string()).is_ok(),
+                "{depth} levels"
+            );
+        }
+        let mut value = serde_json::json!([]);
+        for _ in 0..128 {
+            value = serde_json::json!({ "k": value });
+        }
+        assert!(super::canonical(&value).is_ok());
+        assert!(super::canonical(&serde_json::json!([value])).is_err());
     }
 }
