@@ -141,7 +141,7 @@ fn random_suffix() -> String {
                 .as_nanos()
         );
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 /// Removes the (empty) cgroup `name` at the top of every hierarchy and beside the runner's own.

@@ -601,7 +601,7 @@ fn make_root_dir() -> std::io::Result<PathBuf> {
     }
     let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
-    let name: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let name = hex::encode(bytes);
     let dir = base.join(format!("{ROOT_DIR_PREFIX}{}-{name}", std::process::id()));
     std::fs::create_dir(&dir)?;
     Ok(dir)

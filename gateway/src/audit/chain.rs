@@ -38,23 +38,13 @@ fn checkpoint_message(writer: &str, seq: i64, hash: &[u8; 32]) -> Vec<u8> {
 
 /// Signs the checkpoint of `writer` at `seq`, whose record has `hash`.
 pub fn sign_checkpoint(key: &SigningKey, writer: &str, seq: i64, hash: &[u8; 32]) -> String {
-    hex(&key.sign(&checkpoint_message(writer, seq, hash)).to_bytes())
-}
-
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(key.sign(&checkpoint_message(writer, seq, hash)).to_bytes())
 }
 
 /// `N` bytes from their lowercase hex (a record hash is `unhex::<32>`).
 pub fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
-    if text.len() != N * 2 {
-        return None;
-    }
     let mut out = [0u8; N];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(i * 2..i * 2 + 2)?, 16).ok()?;
-    }
+    hex::decode_to_slice(text, &mut out).ok()?;
     Some(out)
 }
 
@@ -256,6 +246,18 @@ mod tests {
         SigningKey::from_bytes(&[7; 32])
     }
 
+    #[test]
+    fn unhex_reads_exactly_n_bytes_of_hex_digits() {
+        let hash = link(&GENESIS, "{}");
+        assert_eq!(unhex::<32>(&hex::encode(hash)), Some(hash));
+        assert_eq!(unhex::<2>("0aFf"), Some([0x0a, 0xff]));
+        // `u8::from_str_radix` took a sign; a stored hash never has one.
+        assert_eq!(unhex::<2>("+a0a"), None);
+        assert_eq!(unhex::<2>("0a0"), None);
+        assert_eq!(unhex::<2>("0a0a0a"), None);
+        assert_eq!(unhex::<1>("zz"), None);
+    }
+
     /// A trail of `n` records, checkpointed after every `every` records and at the end.
     fn trail(n: i64, every: i64) -> (Vec<StoredRecord>, Vec<StoredCheckpoint>) {
         let key = key();
@@ -269,14 +271,14 @@ mod tests {
                 writer: "w".into(),
                 seq,
                 body,
-                prev_hash: hex(&prev),
-                hash: hex(&hash),
+                prev_hash: hex::encode(prev),
+                hash: hex::encode(hash),
             });
             if seq % every == 0 || seq == n {
                 checkpoints.push(StoredCheckpoint {
                     writer: "w".into(),
                     seq,
-                    hash: hex(&hash),
+                    hash: hex::encode(hash),
                     signature: sign_checkpoint(&key, "w", seq, &hash),
                 });
             }
@@ -353,9 +355,9 @@ mod tests {
         let mut prev = unhex::<32>(&forged[3].hash).unwrap();
         forged[4].body = "{\"n\":\"forged\"}".into();
         for record in forged.iter_mut().skip(4) {
-            record.prev_hash = hex(&prev);
+            record.prev_hash = hex::encode(prev);
             prev = link(&prev, &record.body);
-            record.hash = hex(&prev);
+            record.hash = hex::encode(prev);
         }
         assert_eq!(
             verify(forged, &checkpoints),
@@ -373,8 +375,8 @@ mod tests {
         appended.push(StoredRecord {
             writer: "w".into(),
             seq: 11,
-            prev_hash: hex(&prev),
-            hash: hex(&link(&prev, &body)),
+            prev_hash: hex::encode(prev),
+            hash: hex::encode(link(&prev, &body)),
             body,
         });
         assert_eq!(

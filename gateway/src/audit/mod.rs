@@ -71,7 +71,7 @@ pub fn digest(arguments: &serde_json::Value) -> String {
     let canonical = writer::canonical(arguments).unwrap_or_else(|_| arguments.to_string());
     format!(
         "sha256:{}",
-        chain::hex(&Sha256::digest(canonical.as_bytes()))
+        hex::encode(Sha256::digest(canonical.as_bytes()))
     )
 }
 

@@ -231,7 +231,7 @@ async fn write_archive(
     }
     out.flush().map_err(io)?;
     out.get_ref().sync_all().map_err(io)?;
-    Ok((records, checkpoints, super::chain::hex(&hasher.finalize())))
+    Ok((records, checkpoints, hex::encode(hasher.finalize())))
 }
 
 /// Writes the rows of `sql` (whose first two columns are `seq` and `hash`) for `cut` as JSON

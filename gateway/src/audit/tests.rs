@@ -164,8 +164,8 @@ async fn tampering_is_found(url: &str) {
             "UPDATE audit_records SET body = $1, prev_hash = $2, hash = $3 WHERE writer = $4 AND seq = $5",
         )
         .bind(&body)
-        .bind(chain::hex(&prev))
-        .bind(chain::hex(&hash))
+        .bind(hex::encode(prev))
+        .bind(hex::encode(hash))
         .bind(log.writer())
         .bind(*seq)
         .execute(&pool)
@@ -196,7 +196,7 @@ async fn tampering_is_found(url: &str) {
     .bind(log.writer())
     .bind(body)
     .bind(&last)
-    .bind(chain::hex(&chain::link(&prev, body)))
+    .bind(hex::encode(chain::link(&prev, body)))
     .execute(&pool)
     .await
     .unwrap();

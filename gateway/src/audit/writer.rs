@@ -413,8 +413,8 @@ impl<S> Writer<S> {
                 writer: name.clone(),
                 seq: self.seq + 1 + i as i64,
                 body: pending.body.clone(),
-                prev_hash: chain::hex(&prev),
-                hash: chain::hex(&hash),
+                prev_hash: hex::encode(prev),
+                hash: hex::encode(hash),
             });
             prev = hash;
         }
@@ -422,7 +422,7 @@ impl<S> Writer<S> {
         let checkpoint = StoredCheckpoint {
             writer: self.writer.clone(),
             seq: last,
-            hash: chain::hex(&prev),
+            hash: hex::encode(prev),
             signature: chain::sign_checkpoint(&self.key, &self.writer, last, &prev),
         };
         Chained {

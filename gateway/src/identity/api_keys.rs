@@ -47,10 +47,6 @@ fn hash(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -93,7 +89,7 @@ impl ApiKeys {
             "INSERT INTO api_keys (key_hash, client, groups, prefix, created_at, revoked_at) \
              VALUES ($1, $2, $3, $4, $5, NULL)",
         )
-        .bind(hex(&hash(&key)))
+        .bind(hex::encode(hash(&key)))
         .bind(client)
         .bind(groups_json)
         .bind(
@@ -171,7 +167,7 @@ impl ApiKeys {
         let row = sqlx::query(
             "SELECT client, groups FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
         )
-        .bind(hex(&digest))
+        .bind(hex::encode(digest))
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| AuthError::Unavailable(e.to_string()))?;
@@ -236,7 +232,7 @@ mod tests {
                 .fetch_all(&keys.pool)
                 .await
                 .unwrap();
-        assert_eq!(stored, vec![hex(&hash(&key))]);
+        assert_eq!(stored, vec![hex::encode(hash(&key))]);
 
         assert_eq!(keys.revoke(&client, None).await.unwrap(), 1);
         assert!(matches!(
