@@ -192,8 +192,8 @@ impl AuditLog {
 
 /// The canonical JSON of a record: the bytes its hash covers. The same bytes as
 /// `verifier::canonical::canonicalize(&body.to_string())`, written straight from the value
-/// instead of printed and parsed again (a call's two records spent about 4 % of the gateway's
-/// CPU on that round trip).
+/// instead of printed and parsed again: that round trip, for a call's two records, was about
+/// 3 % of the gateway's CPU through the stdio front door (`docs/benchmarks.md`).
 pub fn canonical(body: &serde_json::Value) -> Result<String, AuditError> {
     let mut out = String::with_capacity(512);
     push_canonical(body, 0, &mut out).map_err(|e| AuditError::NotStored(e.to_string()))?;
