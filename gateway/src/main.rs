@@ -449,11 +449,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Command::ImportServers { file, config, json } => {
             let loaded = Config::load(&config)?;
-            let servers = config::import::read_mcp_servers(&file)?;
-            let base = file
-                .parent()
-                .unwrap_or(std::path::Path::new("."))
-                .to_owned();
+            let mut servers = config::import::read_mcp_servers(&file)?;
+            let base = std::path::absolute(file.parent().unwrap_or(std::path::Path::new(".")))?;
+            // A relative `cwd` means the directory of the file it was written in, but the stored
+            // entry is read at start-up beside the config: it is stored absolute. One that names
+            // a variable is resolved when the gateway starts, as in the config itself.
+            for (_, raw) in &mut servers {
+                if let Some(cwd) = &raw.cwd
+                    && std::path::Path::new(cwd).is_relative()
+                    && !cwd.contains("${")
+                {
+                    raw.cwd = Some(base.join(cwd).to_string_lossy().into_owned());
+                }
+            }
             // Validate everything before writing anything, so a bad entry imports nothing.
             for (name, raw) in &servers {
                 config::validate_server(

@@ -189,6 +189,37 @@ async fn each_bad_request_gets_its_answer_and_the_gateway_keeps_serving() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
 
+    // The endpoints beside MCP check the Host as well: `/readyz` names the upstreams and the
+    // policy file. `/healthz` says only "ok", to any Host.
+    let base = http.url.trim_end_matches("/mcp").to_owned();
+    for path in ["/readyz", "/admin/events"] {
+        let response = http
+            .client
+            .get(format!("{base}{path}"))
+            .header("host", "evil.example")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{path}");
+        assert!(!response.text().await.unwrap().contains("demo"), "{path}");
+    }
+    let response = http
+        .client
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.text().await.unwrap().contains("demo"));
+    let response = http
+        .client
+        .get(format!("{base}/healthz"))
+        .header("host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
     // After all that, the same session still works.
     let (status, _, body) = http
         .post(

@@ -133,6 +133,31 @@ fn imported_servers_are_registered_in_the_database() {
 }
 
 #[test]
+fn an_imported_relative_cwd_means_the_directory_of_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "gateway.toml",
+        "[storage]\ndata_dir = \"state\"\n",
+    );
+    std::fs::create_dir_all(dir.path().join("clients/work")).unwrap();
+    let file = write(
+        &dir.path().join("clients"),
+        "mcp.json",
+        r#"{"mcpServers": {"local": {"command": "true", "cwd": "work"}}}"#,
+    );
+    let (code, _, stderr) = gateway(&["import-servers", &file, "--config", &config], dir.path());
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stdout, _) = gateway(
+        &["servers", "list", "--config", &config, "--json"],
+        dir.path(),
+    );
+    assert_eq!(code, 0);
+    let expected = dir.path().join("clients/work").display().to_string();
+    assert!(stdout.contains(&expected), "{stdout}");
+}
+
+#[test]
 fn a_bad_import_imports_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let config = write(

@@ -284,13 +284,25 @@ impl Config {
                 "listen.path: must start with `/`",
             ));
         }
+        let allowed_hosts = match &listen.allowed_hosts {
+            // rmcp reads an empty list as "any Host", which would turn DNS-rebinding protection
+            // off without a word; an operator who means that must say which names.
+            Some(hosts) if hosts.get_ref().is_empty() => {
+                return Err(ConfigError::new(
+                    path,
+                    Some(line_of(text, hosts.span().start)),
+                    "listen.allowed_hosts: an empty list would accept requests for any Host \
+                     (no DNS-rebinding protection); list the names clients use to reach the \
+                     gateway, or leave the key out for the loopback names",
+                ));
+            }
+            Some(hosts) => hosts.get_ref().clone(),
+            None => vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+        };
         let listen = ListenConfig {
             bind,
             path: mcp_path,
-            allowed_hosts: listen
-                .allowed_hosts
-                .clone()
-                .unwrap_or_else(|| vec!["localhost".into(), "127.0.0.1".into(), "::1".into()]),
+            allowed_hosts,
             allowed_origins: listen.allowed_origins.clone().unwrap_or_else(|| {
                 // Pages served from this machine may call the gateway (the MCP Inspector runs on
                 // localhost); a page from any other origin, as in DNS rebinding, may not.

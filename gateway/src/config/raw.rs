@@ -64,8 +64,10 @@ pub struct RawListen {
     pub path: Option<String>,
     /// Accepted values of the `Host` header (hostnames, or `host:port`). Default: the loopback
     /// names `localhost`, `127.0.0.1` and `::1`, which defeats DNS rebinding. Set this to the
-    /// names clients use when the gateway is reachable from other machines.
-    pub allowed_hosts: Option<Vec<String>>,
+    /// names clients use when the gateway is reachable from other machines. An empty list is
+    /// an error: it would accept any `Host`.
+    #[schemars(with = "Option<Vec<String>>")]
+    pub allowed_hosts: Option<Spanned<Vec<String>>>,
     /// Accepted browser `Origin` values, with scheme and port (`:*` for any port), e.g.
     /// `https://app.example.com:443`. Default: the loopback origins `http://localhost:*`,
     /// `http://127.0.0.1:*` and `http://[::1]:*`. A request carrying any other `Origin` is
@@ -262,8 +264,9 @@ pub struct RawServer {
     /// Arguments of `command`.
     #[serde(default)]
     pub args: Vec<String>,
-    /// Environment of `command`. The child gets only these variables plus `PATH`, `HOME`, `LANG`
-    /// and `TERM` from the gateway's environment; values may use `${VAR}`.
+    /// Environment of `command`. The child gets only these variables plus `PATH`, `LANG` and
+    /// `TERM` from the gateway's environment, and `HOME` and `TMPDIR` set to the sandbox's
+    /// private `/tmp` (in the `process` tier, `HOME` is the gateway's); values may use `${VAR}`.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     /// Working directory of `command`. Relative paths are resolved against this file's directory.

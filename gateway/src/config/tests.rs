@@ -86,6 +86,12 @@ fn errors_name_file_line_and_key() {
         ]],
     );
     check_err(
+        "[listen]\nbind = \"0.0.0.0:8080\"\nallowed_hosts = []\n",
+        expect![
+            "/etc/gw/gateway.toml:3: listen.allowed_hosts: an empty list would accept requests for any Host (no DNS-rebinding protection); list the names clients use to reach the gateway, or leave the key out for the loopback names"
+        ],
+    );
+    check_err(
         "\n[servers.demo]\ncomand = \"x\"\n",
         expect![
             "/etc/gw/gateway.toml:3: unknown field `comand`, expected one of `command`, `args`, `env`, `cwd`, `url`, `transport`, `type`, `headers`, `bearer_token`, `sessions`, `call_timeout_secs`, `max_concurrent`, `idle_suspend_secs`, `lazy`, `enabled`, `verification`, `allow_single_hash`, `public_key`, `signed_tools`, `sandbox`, `domain`"

@@ -60,13 +60,69 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .layer(middleware::from_fn(move |request, next| {
             jsonrpc_guard(body_limit, request, next)
         }));
-    Router::new()
-        .merge(mcp)
-        .route("/healthz", get(|| async { "ok" }))
+    // rmcp checks the Host of MCP requests; the other endpoints that say anything check it
+    // here, on the same list, so a page that rebinds its own name to a loopback gateway cannot
+    // read the upstreams and policy file `/readyz` names either. `/healthz` answers only "ok",
+    // to any Host, for probes that connect by address.
+    let allowed_hosts: Arc<[String]> = gateway.config.listen.allowed_hosts.clone().into();
+    let guarded = Router::new()
         .route("/readyz", get(readyz))
         // Live audit events, for clients in the `admin` group only.
         .route("/admin/events", get(admin_events))
+        .layer(middleware::from_fn(move |request, next| {
+            host_guard(allowed_hosts.clone(), request, next)
+        }));
+    Router::new()
+        .merge(mcp)
+        .merge(guarded)
+        .route("/healthz", get(|| async { "ok" }))
         .with_state(gateway)
+}
+
+/// Refuses a request whose `Host` (or HTTP/2 `:authority`) is not in `allowed`, with the
+/// matching rmcp applies to the MCP endpoint: names compare without case and without IPv6
+/// brackets, and an entry without a port accepts any port.
+async fn host_guard(allowed: Arc<[String]>, request: Request, next: Next) -> Response {
+    let authority = match request.headers().get(header::HOST) {
+        Some(host) => host
+            .to_str()
+            .ok()
+            .and_then(|h| h.parse::<axum::http::uri::Authority>().ok()),
+        None => request.uri().authority().cloned(),
+    };
+    let Some(authority) = authority else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "Bad Request: missing or invalid Host header",
+        )
+            .into_response();
+    };
+    if host_allowed(&authority, &allowed) {
+        next.run(request).await
+    } else {
+        tracing::warn!(host = %authority, path = %request.uri().path(),
+            "request refused: Host header not allowed (possible DNS rebinding)");
+        (
+            StatusCode::FORBIDDEN,
+            "Forbidden: Host header is not allowed",
+        )
+            .into_response()
+    }
+}
+
+fn host_allowed(authority: &axum::http::uri::Authority, allowed: &[String]) -> bool {
+    let name = |host: &str| host.trim_matches(['[', ']']).to_ascii_lowercase();
+    let host = name(authority.host());
+    allowed.iter().any(|entry| {
+        let entry = entry.trim();
+        match entry.parse::<axum::http::uri::Authority>() {
+            Ok(a) => {
+                name(a.host()) == host
+                    && a.port_u16().is_none_or(|p| authority.port_u16() == Some(p))
+            }
+            Err(_) => !entry.is_empty() && name(entry) == host,
+        }
+    })
 }
 
 /// Establishes the client's identity, or answers 401 with a JSON-RPC error body.
@@ -359,7 +415,36 @@ fn check_message(value: &serde_json::Value) -> Result<(), (serde_json::Value, &'
 mod tests {
     use serde_json::json;
 
-    use super::check_message;
+    use super::{check_message, host_allowed};
+
+    #[test]
+    fn hosts_match_as_rmcp_matches_them() {
+        let allowed: Vec<String> = ["localhost", "127.0.0.1", "::1", "gw.example:8443"]
+            .map(String::from)
+            .to_vec();
+        let allows = |host: &str| host_allowed(&host.parse().unwrap(), &allowed);
+        for host in [
+            "localhost",
+            "LOCALHOST:8080",
+            "127.0.0.1:1",
+            "[::1]:8080",
+            "gw.example:8443",
+        ] {
+            assert!(allows(host), "{host}");
+        }
+        for host in [
+            "evil.example",
+            "localhost.evil.example",
+            "127.0.0.2:8080",
+            "gw.example",
+            "gw.example:443",
+            "[::2]:8080",
+        ] {
+            assert!(!allows(host), "{host}");
+        }
+        // An entry that is blank allows nothing.
+        assert!(!host_allowed(&"localhost".parse().unwrap(), &[" ".into()]));
+    }
 
     #[test]
     fn envelopes() {
