@@ -250,6 +250,26 @@ fn unexpected(method: &str) -> McpError {
 }
 
 impl ServerHandler for GatewayHandler {
+    async fn on_custom_request(
+        &self,
+        request: CustomRequest,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CustomResult, McpError> {
+        if crate::front::is_client_method(&request.method) {
+            // rmcp hands a known method whose params do not fit on as a custom request.
+            Err(McpError::invalid_params(
+                format!("Invalid params for `{}`", request.method),
+                None,
+            ))
+        } else {
+            Err(McpError::new(
+                ErrorCode::METHOD_NOT_FOUND,
+                format!("Method not found: {}", request.method),
+                None,
+            ))
+        }
+    }
+
     fn get_info(&self) -> ServerConfig {
         if let Some(info) = self.pass_through_info() {
             let mut config = ServerConfig::new(info.capabilities);

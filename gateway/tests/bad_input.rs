@@ -127,6 +127,42 @@ async fn each_bad_request_gets_its_answer_and_the_gateway_keeps_serving() {
         .await;
     assert_eq!(error_code(&body), -32602, "{body}");
 
+    // JSON-RPC the transport cannot read as a message gets JSON-RPC too, not a plain-text 415:
+    // an id beyond 64 bits, a request that carries a result, duplicate keys.
+    for bad in [
+        r#"{"jsonrpc":"2.0","id":9223372036854775808,"method":"ping"}"#,
+        r#"{"jsonrpc":"2.0","id":12,"method":"ping","result":{}}"#,
+        r#"{"jsonrpc":"2.0","id":13,"method":"ping","method":"tools/list"}"#,
+    ] {
+        let (status, _, body) = http.post(Some(&session), bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert_eq!(error_code(&body), -32600, "{bad}: {body}");
+    }
+
+    // A method of the protocol with params that do not fit it: invalid params, not "method not
+    // found", which would tell the client that tools/call does not exist.
+    for params in [
+        json!({"name": 5}),
+        json!({"name": "demo__add", "arguments": [1, 2]}),
+    ] {
+        let (_, _, body) = http
+            .post(
+                Some(&session),
+                json!({"jsonrpc": "2.0", "id": 14, "method": "tools/call", "params": params})
+                    .to_string(),
+            )
+            .await;
+        assert_eq!(error_code(&body), -32602, "{body}");
+    }
+    // So is an initialize without its params, instead of a complaint about the session.
+    let (_, _, body) = http
+        .post(
+            None,
+            json!({"jsonrpc": "2.0", "id": 15, "method": "initialize"}).to_string(),
+        )
+        .await;
+    assert_eq!(error_code(&body), -32602, "{body}");
+
     // A body over the limit: 413, whatever Content-Length says.
     let big = format!(
         "{{\"jsonrpc\":\"2.0\",\"id\":6,\"method\":\"tools/call\",\"params\":{{\"name\":\"demo__echo\",\"arguments\":{{\"text\":\"{}\"}}}}}}",
@@ -248,4 +284,89 @@ async fn each_bad_request_gets_its_answer_and_the_gateway_keeps_serving() {
     assert!(response.status().is_success(), "{}", response.status());
     let (status, _, _) = http.post(Some(&session), list).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// Sends `head` (and `body`) on a raw connection, half-closes it, and returns what came back.
+async fn raw_exchange(addr: std::net::SocketAddr, head: &str, body: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("an answer, not a hang")
+    .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn bodies_that_cannot_arrive_are_answered_at_once() {
+    let gw = common::start(&format!(
+        "[listen]\nmax_body_bytes = 65536\n{}",
+        common::demo_server("demo")
+    ))
+    .await;
+    let head = |length: usize| {
+        format!(
+            "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+             Accept: {ACCEPT}\r\nContent-Length: {length}\r\n\r\n"
+        )
+    };
+    // A declared length over the limit is refused before any of the body is read.
+    let answer = raw_exchange(gw.addr, &head(100_000_000), b"").await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    // A body shorter than its Content-Length, then the end of the stream: 400, not 413.
+    let body = br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let answer = raw_exchange(gw.addr, &head(1000), body).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+}
+
+#[tokio::test]
+async fn connections_that_send_nothing_are_closed_and_capped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = common::start(&format!(
+        "[listen]\nmax_connections = 2\n{}",
+        common::demo_server("demo")
+    ))
+    .await;
+    let health = format!("http://{}/healthz", gw.addr);
+    // Two connections that never finish their headers take both slots: a third client waits.
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        stream
+            .write_all(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0")
+            .await
+            .unwrap();
+        idle.push(stream);
+    }
+    let client = Client::new();
+    let waiting = tokio::spawn({
+        let client = client.clone();
+        let health = health.clone();
+        async move { client.get(&health).send().await.map(|r| r.status()) }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "served beyond max_connections");
+    // The gateway closes a connection whose headers do not arrive (30 s), which frees its slot.
+    let mut first = idle.remove(0);
+    let mut rest = Vec::new();
+    // Closed: the read ends (with the end of the stream, or a reset) instead of waiting on.
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(90),
+        first.read_to_end(&mut rest),
+    )
+    .await
+    .expect("the gateway closes a connection that sends no headers");
+    let status = tokio::time::timeout(std::time::Duration::from_secs(90), waiting)
+        .await
+        .expect("the waiting client is served once a slot is free")
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
 }

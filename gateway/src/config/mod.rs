@@ -88,6 +88,7 @@ pub struct ListenConfig {
     pub allowed_hosts: Vec<String>,
     pub allowed_origins: Vec<String>,
     pub max_body_bytes: usize,
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -220,6 +221,7 @@ pub enum SessionMode {
 
 const DEFAULT_BIND: &str = "127.0.0.1:8080";
 const DEFAULT_BODY_LIMIT: usize = 4 * 1024 * 1024;
+const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 const MAX_SERVER_NAME: usize = 63;
 
 impl Config {
@@ -313,6 +315,17 @@ impl Config {
                 ]
             }),
             max_body_bytes: listen.max_body_bytes.unwrap_or(DEFAULT_BODY_LIMIT),
+            max_connections: match listen.max_connections {
+                Some(0) => {
+                    return Err(ConfigError::new(
+                        path,
+                        None,
+                        "listen.max_connections: must be at least 1",
+                    ));
+                }
+                Some(n) => n,
+                None => DEFAULT_MAX_CONNECTIONS,
+            },
         };
 
         let data_dir = base.join(raw.storage.data_dir.as_deref().unwrap_or("data"));

@@ -76,6 +76,11 @@ pub struct RawListen {
     pub allowed_origins: Option<Vec<String>>,
     /// Largest accepted request body in bytes. Default 4 MiB; larger bodies get HTTP 413.
     pub max_body_bytes: Option<usize>,
+    /// Most client connections open at once. Default 4096; further connections wait in the
+    /// listen backlog until one closes. A connection that sends no complete request headers
+    /// within 30 seconds (idle keep-alive included) is closed, and a request body must arrive
+    /// within 30 seconds (HTTP 408 otherwise).
+    pub max_connections: Option<usize>,
 }
 
 /// Where the gateway keeps its state.

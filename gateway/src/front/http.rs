@@ -1,6 +1,6 @@
 //! The Streamable HTTP front door: `/mcp` for MCP, `/healthz` and `/readyz` for orchestrators.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -280,18 +280,79 @@ async fn readyz(State(gateway): State<Arc<Gateway>>) -> (StatusCode, String) {
     (status, body)
 }
 
+/// How long a connection may take to send a request's headers. It also bounds how long a
+/// keep-alive connection may sit idle between requests. hyper's own default once it has a timer.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a request body may take to arrive after its headers.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Serves `gateway` on `listener` until the gateway shuts down.
+///
+/// axum's own `serve` gives hyper no timer, so a client that opens connections and sends
+/// nothing, or half a header, holds them forever; a few thousand such connections exhaust the
+/// process's descriptors, which the upstreams and the database need too. Here every connection
+/// gets [`HEADER_READ_TIMEOUT`], and at most `listen.max_connections` are open at once.
 pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
+    use hyper_util::{
+        rt::{TokioExecutor, TokioIo, TokioTimer},
+        server::{conn::auto, graceful::GracefulShutdown},
+        service::TowerToHyperService,
+    };
+    use tower::ServiceExt as _;
+
     let shutdown = gateway.shutdown_token();
-    // Without TCP_NODELAY, rmcp's small chunked SSE writes wait on delayed ACKs and every
-    // request takes ~40 ms longer.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router(gateway))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    let slots = Arc::new(tokio::sync::Semaphore::new(
+        gateway.config.listen.max_connections,
+    ));
+    let router = router(gateway);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_closed) => break,
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors, or a connection reset before it was accepted: the
+                    // listener itself is fine, so wait a moment rather than spin.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        // Without TCP_NODELAY, rmcp's small chunked SSE writes wait on delayed ACKs and every
+        // request takes ~40 ms longer.
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone().map_request(
+            |request: axum::http::Request<hyper::body::Incoming>| request.map(Body::new),
+        ));
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// Binds the configured address.
@@ -335,16 +396,43 @@ async fn jsonrpc_guard(limit: usize, request: Request, next: Next) -> Response {
         return next.run(request).await;
     }
     let (parts, body) = request.into_parts();
-    let bytes: Bytes = match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => bytes,
-        Err(_) => {
-            return (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body exceeds {limit} bytes"),
-            )
-                .into_response();
-        }
+    let too_large = || {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body exceeds {limit} bytes"),
+        )
+            .into_response()
     };
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return too_large();
+    }
+    let bytes: Bytes =
+        match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit)).await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(e)) if is_length_limit(&e) => return too_large(),
+            Ok(Err(e)) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the request body: {e}"),
+                )
+                    .into_response();
+            }
+            Err(_elapsed) => {
+                return (
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the request body did not arrive within {} s",
+                        BODY_READ_TIMEOUT.as_secs()
+                    ),
+                )
+                    .into_response();
+            }
+        };
     let value: serde_json::Value = match serde_json::from_slice(&bytes) {
         Ok(value) => value,
         Err(e) => {
@@ -364,8 +452,48 @@ async fn jsonrpc_guard(limit: usize, request: Request, next: Next) -> Response {
             format!("Invalid Request: {why}"),
         );
     }
+    // The transport reads the body as this type and answers a plain-text 415 when it cannot
+    // (duplicate keys, a request that also carries a result, an id beyond 64 bits); the client
+    // gets JSON-RPC instead.
+    let id = value.get("id").cloned().unwrap_or(serde_json::Value::Null);
+    match serde_json::from_slice::<rmcp::model::ClientJsonRpcMessage>(&bytes) {
+        Ok(rmcp::model::JsonRpcMessage::Request(rmcp::model::JsonRpcRequest {
+            request: rmcp::model::ClientRequest::CustomRequest(custom),
+            ..
+        })) if crate::front::is_client_method(&custom.method) => {
+            // A method of the protocol whose params do not fit it: rmcp would hand it on as
+            // an unknown method (-32601, and 404 for a stateless request).
+            return jsonrpc_error(
+                StatusCode::OK,
+                id,
+                -32602,
+                format!("Invalid params for `{}`", custom.method),
+            );
+        }
+        Ok(_) => {}
+        Err(e) => {
+            return jsonrpc_error(
+                StatusCode::BAD_REQUEST,
+                id,
+                -32600,
+                format!("Invalid Request: {e}"),
+            );
+        }
+    }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
+}
+
+/// Whether reading a body failed on its length limit (413) rather than on the connection (400).
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// Checks the envelope of one JSON-RPC 2.0 message; on failure returns the id to answer with.
@@ -383,7 +511,7 @@ fn check_message(value: &serde_json::Value) -> Result<(), (serde_json::Value, &'
     let id = object.get("id").cloned().unwrap_or(serde_json::Value::Null);
     let id_ok = match object.get("id") {
         None => true,
-        Some(id) => id.is_string() || id.is_i64() || id.is_u64(),
+        Some(id) => id.is_string() || id.is_i64(),
     };
     if object.get("jsonrpc").and_then(|v| v.as_str()) != Some("2.0") {
         return Err((id, "`jsonrpc` must be \"2.0\""));
@@ -391,7 +519,7 @@ fn check_message(value: &serde_json::Value) -> Result<(), (serde_json::Value, &'
     if !id_ok {
         return Err((
             serde_json::Value::Null,
-            "`id` must be a string or an integer",
+            "`id` must be a string or a 64-bit signed integer",
         ));
     }
     match object.get("method") {
