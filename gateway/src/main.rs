@@ -365,10 +365,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// What is logged without `MCP_GATEWAY_LOG`. rmcp's service loop warns about every error
+/// answer it sends or receives: a client's unknown tool, an upstream that no longer knows
+/// `ping` (each health check of a 2026-07-28 server). Those are answers, not faults of the
+/// gateway, and the gateway records refusals itself; rmcp's other warnings (a Host refused as
+/// DNS rebinding, say) stay on.
+const DEFAULT_LOG_FILTER: &str = "info,rmcp=warn,rmcp::service=error";
+
 /// Logs go to stderr in every mode: in `stdio` mode stdout carries only MCP messages.
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MCP_GATEWAY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rmcp=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
