@@ -253,9 +253,12 @@ impl ServerHandler for GatewayHandler {
     async fn on_custom_request(
         &self,
         request: CustomRequest,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CustomResult, McpError> {
-        if crate::front::is_client_method(&request.method) {
+        let modern = context
+            .protocol_version()
+            .is_some_and(|v| v.as_str() >= ProtocolVersion::V_2026_07_28.as_str());
+        if crate::front::is_client_method(&request.method, modern) {
             // rmcp hands a known method whose params do not fit on as a custom request.
             Err(McpError::invalid_params(
                 format!("Invalid params for `{}`", request.method),

@@ -460,7 +460,7 @@ async fn jsonrpc_guard(limit: usize, request: Request, next: Next) -> Response {
         Ok(rmcp::model::JsonRpcMessage::Request(rmcp::model::JsonRpcRequest {
             request: rmcp::model::ClientRequest::CustomRequest(custom),
             ..
-        })) if crate::front::is_client_method(&custom.method) => {
+        })) if crate::front::is_client_method(&custom.method, modern_request(&parts, &value)) => {
             // A method of the protocol whose params do not fit it: rmcp would hand it on as
             // an unknown method (-32601, and 404 for a stateless request).
             return jsonrpc_error(
@@ -482,6 +482,20 @@ async fn jsonrpc_guard(limit: usize, request: Request, next: Next) -> Response {
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
+}
+
+/// Whether a request is of the 2026-07-28 era: its `MCP-Protocol-Version` header, or the
+/// version in its `_meta`, says so.
+fn modern_request(parts: &axum::http::request::Parts, message: &serde_json::Value) -> bool {
+    let modern = |v: &str| v >= rmcp::model::ProtocolVersion::V_2026_07_28.as_str();
+    let header = parts
+        .headers
+        .get("mcp-protocol-version")
+        .and_then(|v| v.to_str().ok());
+    let meta = message
+        .pointer("/params/_meta/io.modelcontextprotocol~1protocolVersion")
+        .and_then(|v| v.as_str());
+    header.is_some_and(modern) || meta.is_some_and(modern)
 }
 
 /// Whether reading a body failed on its length limit (413) rather than on the connection (400).

@@ -33,7 +33,40 @@ const CLIENT_METHODS: &[&str] = &[
     "skills/get",
 ];
 
-/// Whether `method` is a request method of the protocol (see [`CLIENT_METHODS`]).
-pub fn is_client_method(method: &str) -> bool {
-    CLIENT_METHODS.contains(&method)
+/// Methods the 2026-07-28 era removed. A client of that era that sends one gets -32601 (and HTTP
+/// 404), as SEP-2575 requires, whatever its params.
+const REMOVED_IN_2026_07_28: &[&str] = &[
+    "initialize",
+    "ping",
+    "logging/setLevel",
+    "resources/subscribe",
+    "resources/unsubscribe",
+];
+
+/// Whether `method` is a request method of the protocol in the client's era (see
+/// [`CLIENT_METHODS`]); `modern` is a 2026-07-28 client.
+pub fn is_client_method(method: &str, modern: bool) -> bool {
+    CLIENT_METHODS.contains(&method) && !(modern && REMOVED_IN_2026_07_28.contains(&method))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_client_method;
+
+    #[test]
+    fn methods_belong_to_their_era() {
+        assert!(is_client_method("tools/call", false));
+        assert!(is_client_method("tools/call", true));
+        assert!(is_client_method("initialize", false));
+        // Removed in 2026-07-28: such a client gets "method not found", as SEP-2575 says.
+        for removed in [
+            "initialize",
+            "ping",
+            "logging/setLevel",
+            "resources/subscribe",
+        ] {
+            assert!(!is_client_method(removed, true), "{removed}");
+        }
+        assert!(!is_client_method("tools/teleport", false));
+    }
 }
