@@ -128,11 +128,11 @@ async fn each_bad_request_gets_its_answer_and_the_gateway_keeps_serving() {
     assert_eq!(error_code(&body), -32602, "{body}");
 
     // JSON-RPC the transport cannot read as a message gets JSON-RPC too, not a plain-text 415:
-    // an id beyond 64 bits, a request that carries a result, duplicate keys.
+    // an id beyond 64 bits, a request that carries a result, `_meta` that is not an object.
     for bad in [
         r#"{"jsonrpc":"2.0","id":9223372036854775808,"method":"ping"}"#,
         r#"{"jsonrpc":"2.0","id":12,"method":"ping","result":{}}"#,
-        r#"{"jsonrpc":"2.0","id":13,"method":"ping","method":"tools/list"}"#,
+        r#"{"jsonrpc":"2.0","id":13,"method":"tools/list","params":{"_meta":"x"}}"#,
     ] {
         let (status, _, body) = http.post(Some(&session), bad).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");

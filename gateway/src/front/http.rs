@@ -452,33 +452,22 @@ async fn jsonrpc_guard(limit: usize, request: Request, next: Next) -> Response {
             format!("Invalid Request: {why}"),
         );
     }
-    // The transport reads the body as this type and answers a plain-text 415 when it cannot
-    // (duplicate keys, a request that also carries a result, an id beyond 64 bits); the client
-    // gets JSON-RPC instead.
-    let id = value.get("id").cloned().unwrap_or(serde_json::Value::Null);
-    match serde_json::from_slice::<rmcp::model::ClientJsonRpcMessage>(&bytes) {
-        Ok(rmcp::model::JsonRpcMessage::Request(rmcp::model::JsonRpcRequest {
-            request: rmcp::model::ClientRequest::CustomRequest(custom),
-            ..
-        })) if crate::front::is_client_method(&custom.method, modern_request(&parts, &value)) => {
-            // A method of the protocol whose params do not fit it: rmcp would hand it on as
-            // an unknown method (-32601, and 404 for a stateless request).
-            return jsonrpc_error(
-                StatusCode::OK,
-                id,
-                -32602,
-                format!("Invalid params for `{}`", custom.method),
-            );
-        }
-        Ok(_) => {}
-        Err(e) => {
-            return jsonrpc_error(
-                StatusCode::BAD_REQUEST,
-                id,
-                -32600,
-                format!("Invalid Request: {e}"),
-            );
-        }
+    // rmcp takes an `initialize` whose params do not fit for some other request, and answers
+    // that a session is required; the client is told what is wrong instead. Other protocol
+    // methods with unfitting params reach the handler, which answers -32602 for both doors
+    // (`GatewayHandler::on_custom_request`).
+    if value.get("method").and_then(|m| m.as_str()) == Some("initialize")
+        && !modern_request(&parts, &value)
+        && value.get("params").is_none_or(|p| {
+            <rmcp::model::InitializeRequestParams as serde::Deserialize>::deserialize(p).is_err()
+        })
+    {
+        return jsonrpc_error(
+            StatusCode::OK,
+            value.get("id").cloned().unwrap_or(serde_json::Value::Null),
+            -32602,
+            "Invalid params for `initialize`".to_owned(),
+        );
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
@@ -536,13 +525,19 @@ fn check_message(value: &serde_json::Value) -> Result<(), (serde_json::Value, &'
             "`id` must be a string or a 64-bit signed integer",
         ));
     }
+    let (result, error) = (object.contains_key("result"), object.contains_key("error"));
     match object.get("method") {
         Some(method) if !method.is_string() => Err((id, "`method` must be a string")),
+        Some(_) if result || error => Err((id, "a request carries no `result` or `error`")),
         Some(_) => match object.get("params") {
             Some(params) if !params.is_object() => Err((id, "`params` must be an object")),
+            Some(params) if params.get("_meta").is_some_and(|m| !m.is_object()) => {
+                Err((id, "`params._meta` must be an object"))
+            }
             _ => Ok(()),
         },
-        None if object.contains_key("result") || object.contains_key("error") => {
+        None if result && error => Err((id, "a response carries `result` or `error`, not both")),
+        None if result || error => {
             if object.contains_key("id") {
                 Ok(())
             } else {
@@ -611,6 +606,10 @@ mod tests {
             json!({"jsonrpc": "2.0", "id": 1, "method": "x", "params": [1]}),
             json!({"jsonrpc": "2.0", "id": 1}),
             json!({"jsonrpc": "2.0", "result": {}}),
+            json!({"jsonrpc": "2.0", "id": 1, "method": "ping", "result": {}}),
+            json!({"jsonrpc": "2.0", "id": 1, "result": {}, "error": {"code": 1, "message": "x"}}),
+            json!({"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"_meta": "x"}}),
+            json!({"jsonrpc": "2.0", "id": 9_223_372_036_854_775_808_u64, "method": "ping"}),
         ];
         for message in bad {
             assert!(check_message(&message).is_err(), "{message}");
