@@ -13,6 +13,10 @@ use serde_json::{Value, json};
 
 const ACCEPT: &str = "application/json, text/event-stream";
 
+const INITIALIZE: &str = r#"{"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": "2025-11-25", "capabilities": {},
+    "clientInfo": {"name": "bad-input-test", "version": "1"}}}"#;
+
 struct Http {
     client: Client,
     url: String,
@@ -42,15 +46,7 @@ impl Http {
     }
 
     async fn initialize(&self) -> String {
-        let (status, headers, _) = self
-            .post(
-                None,
-                json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-                    "protocolVersion": "2025-11-25", "capabilities": {},
-                    "clientInfo": {"name": "bad-input-test", "version": "1"}}})
-                .to_string(),
-            )
-            .await;
+        let (status, headers, _) = self.post(None, INITIALIZE.to_string()).await;
         assert_eq!(status, StatusCode::OK);
         let session = headers["mcp-session-id"].to_str().unwrap().to_owned();
         let (status, _, _) = self
@@ -369,4 +365,117 @@ async fn connections_that_send_nothing_are_closed_and_capped() {
         .unwrap()
         .unwrap();
     assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn sessions_are_capped_and_an_id_in_flight_is_not_taken_twice() {
+    let gw = common::start(&format!(
+        "[listen]\nmax_sessions = 2\nsession_idle_secs = 2\n{}",
+        common::demo_server("demo")
+    ))
+    .await;
+    let http = Http {
+        client: Client::new(),
+        url: gw.url(),
+    };
+    let first = http.initialize().await;
+    let second = http.initialize().await;
+
+    // A third session would be over the cap: 503, a JSON-RPC error, and when to come back.
+    let (status, headers, body) = http.post(None, INITIALIZE).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(headers["retry-after"], "30");
+    assert_eq!(error_code(&body), -32000, "{body}");
+    assert_eq!(message(&body)["id"], 1, "{body}");
+    // Sessions already open keep working.
+    let (status, _, body) = http
+        .post(
+            Some(&first),
+            json!({"jsonrpc": "2.0", "id": 2, "method": "ping"}).to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // A DELETE makes room; a DELETE of a session that is gone is 404.
+    let delete = |session: &str| {
+        http.client
+            .delete(&http.url)
+            .header("mcp-session-id", session)
+            .header("mcp-protocol-version", "2025-11-25")
+            .send()
+    };
+    assert_eq!(delete(&second).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        delete(&second).await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    let third = http.initialize().await;
+
+    // A request that reuses the id of one still in flight is refused; the first gets its answer.
+    let slow = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": "demo__countdown", "arguments": {"seconds": 1}}})
+    .to_string();
+    let in_flight = tokio::spawn({
+        let client = http.client.clone();
+        let url = http.url.clone();
+        let third = third.clone();
+        async move {
+            client
+                .post(url)
+                .header("content-type", "application/json")
+                .header("accept", ACCEPT)
+                .header("mcp-session-id", third)
+                .header("mcp-protocol-version", "2025-11-25")
+                .body(slow)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    });
+    let reused = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/list"}).to_string();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let refused = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a reused id in flight was never refused"
+        );
+        let (_, _, body) = http.post(Some(&third), reused.clone()).await;
+        let answer = message(&body);
+        // The countdown may not have reached the session yet: then the list is answered.
+        if answer.get("error").is_some() {
+            break answer;
+        }
+        assert!(!in_flight.is_finished(), "the id was never seen in flight");
+    };
+    assert_eq!(refused["error"]["code"], -32600, "{refused}");
+    assert_eq!(refused["id"], 7, "{refused}");
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(10), in_flight)
+        .await
+        .expect("the first request with the id is answered")
+        .unwrap();
+    let answer = answered
+        .lines()
+        .filter_map(|line| line.strip_prefix("data:"))
+        .map(|data| serde_json::from_str::<Value>(data.trim()).unwrap_or(Value::Null))
+        .find(|m| m.get("result").is_some())
+        .unwrap_or_else(|| panic!("no result for the first request: {answered}"));
+    assert_eq!(answer["id"], 7, "{answered}");
+    // Once answered, the id is free again.
+    let (_, _, body) = http.post(Some(&third), reused).await;
+    assert!(message(&body).get("result").is_some(), "{body}");
+
+    // A session that sits idle ends, and makes room.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let (status, _, body) = http
+        .post(
+            Some(&first),
+            json!({"jsonrpc": "2.0", "id": 9, "method": "ping"}).to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    http.initialize().await;
+    http.initialize().await;
 }

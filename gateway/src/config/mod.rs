@@ -89,6 +89,8 @@ pub struct ListenConfig {
     pub allowed_origins: Vec<String>,
     pub max_body_bytes: usize,
     pub max_connections: usize,
+    pub max_sessions: usize,
+    pub session_idle: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -222,6 +224,8 @@ pub enum SessionMode {
 const DEFAULT_BIND: &str = "127.0.0.1:8080";
 const DEFAULT_BODY_LIMIT: usize = 4 * 1024 * 1024;
 const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+const DEFAULT_MAX_SESSIONS: usize = 1024;
+const DEFAULT_SESSION_IDLE_SECS: u64 = 300;
 const MAX_SERVER_NAME: usize = 63;
 
 impl Config {
@@ -325,6 +329,27 @@ impl Config {
                 }
                 Some(n) => n,
                 None => DEFAULT_MAX_CONNECTIONS,
+            },
+            max_sessions: match listen.max_sessions {
+                Some(0) => {
+                    return Err(ConfigError::new(
+                        path,
+                        None,
+                        "listen.max_sessions: must be at least 1",
+                    ));
+                }
+                Some(n) => n,
+                None => DEFAULT_MAX_SESSIONS,
+            },
+            session_idle: match listen.session_idle_secs {
+                Some(0) => {
+                    return Err(ConfigError::new(
+                        path,
+                        None,
+                        "listen.session_idle_secs: must be at least 1",
+                    ));
+                }
+                secs => std::time::Duration::from_secs(secs.unwrap_or(DEFAULT_SESSION_IDLE_SECS)),
             },
         };
 

@@ -81,6 +81,13 @@ pub struct RawListen {
     /// within 30 seconds (idle keep-alive included) is closed, and a request body must arrive
     /// within 30 seconds (HTTP 408 otherwise).
     pub max_connections: Option<usize>,
+    /// Most legacy-era client sessions (`Mcp-Session-Id`) open at once. Default 1024; a further
+    /// `initialize` gets HTTP 503 with a JSON-RPC error until one ends. Stateless 2026-07-28
+    /// requests hold no session.
+    pub max_sessions: Option<usize>,
+    /// Seconds a session may sit without a request or an open stream before it ends. Default
+    /// 300; a client that comes back later gets 404 and initializes again.
+    pub session_idle_secs: Option<u64>,
 }
 
 /// Where the gateway keeps its state.

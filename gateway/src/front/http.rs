@@ -12,10 +12,11 @@ use axum::{
     routing::get,
 };
 use rmcp::transport::streamable_http_server::{
-    StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+    SessionManager as _, StreamableHttpServerConfig, StreamableHttpService,
 };
 use tokio::net::TcpListener;
 
+use super::sessions::Sessions;
 use crate::{Gateway, handler::GatewayHandler};
 
 /// Builds the HTTP stack, outermost layer first.
@@ -41,9 +42,10 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     // notifications first still streams.
     mcp_config.json_response = true;
     let service_gateway = gateway.clone();
+    let sessions = Arc::new(Sessions::new(listen.max_sessions, listen.session_idle));
     let mcp = StreamableHttpService::new(
         move || Ok(GatewayHandler::new(service_gateway.clone())),
-        Arc::new(LocalSessionManager::default()),
+        sessions.clone(),
         mcp_config,
     );
     let body_limit = gateway.config.listen.max_body_bytes;
@@ -58,7 +60,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         // Malformed bodies are answered here with JSON-RPC errors (-32700, -32600) instead of
         // the transport's plain-text 400, and oversized ones with 413 before any parsing.
         .layer(middleware::from_fn(move |request, next| {
-            jsonrpc_guard(body_limit, request, next)
+            jsonrpc_guard(body_limit, sessions.clone(), request, next)
         }));
     // rmcp checks the Host of MCP requests; the other endpoints that say anything check it
     // here, on the same list, so a page that rebinds its own name to a loopback gateway cannot
@@ -382,13 +384,32 @@ fn jsonrpc_error(
 
 /// Reads a POST body within the limit and checks that it is one JSON-RPC message before the MCP
 /// transport sees it.
-async fn jsonrpc_guard(limit: usize, request: Request, next: Next) -> Response {
+async fn jsonrpc_guard(
+    limit: usize,
+    sessions: Arc<Sessions>,
+    request: Request,
+    next: Next,
+) -> Response {
     if request.method() == Method::DELETE {
-        // A session that ended is answered 200: 202 promises work still to come, and SDK
-        // clients that accept only 200 or 204 log the DELETE as failed.
+        let session = request
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(rmcp::transport::streamable_http_server::session::SessionId::from);
+        let known = match &session {
+            Some(id) => sessions.has_session(id).await.unwrap_or(false),
+            None => true,
+        };
         let mut response = next.run(request).await;
         if response.status() == StatusCode::ACCEPTED {
-            *response.status_mut() = StatusCode::OK;
+            // A session that ended is answered 200: 202 promises work still to come, and SDK
+            // clients that accept only 200 or 204 log the DELETE as failed. One that did not
+            // exist (or had already ended) is 404, as for any other request that names it.
+            *response.status_mut() = if known {
+                StatusCode::OK
+            } else {
+                StatusCode::NOT_FOUND
+            };
         }
         return response;
     }
@@ -469,8 +490,48 @@ async fn jsonrpc_guard(limit: usize, request: Request, next: Next) -> Response {
             "Invalid params for `initialize`".to_owned(),
         );
     }
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
+    let opens_session = value.get("method").and_then(|m| m.as_str()) == Some("initialize")
+        && !parts.headers.contains_key("mcp-session-id")
+        && !modern_request(&parts, &value);
+    if opens_session && sessions.full().await {
+        return sessions_full(&sessions, value.get("id").cloned()).await;
+    }
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    // Another `initialize` took the last room between the check above and this one's session:
+    // the session manager refused it, which rmcp answers with a plain 500.
+    if opens_session
+        && response.status() == StatusCode::INTERNAL_SERVER_ERROR
+        && sessions.full().await
+    {
+        return sessions_full(&sessions, value.get("id").cloned()).await;
+    }
+    response
+}
+
+/// The answer to an `initialize` when `listen.max_sessions` are open: 503, and a JSON-RPC error
+/// that says why, so the client can retry later.
+async fn sessions_full(sessions: &Sessions, id: Option<serde_json::Value>) -> Response {
+    let open = sessions.open().await;
+    tracing::warn!(
+        open,
+        max = sessions.max(),
+        "initialize refused: too many sessions"
+    );
+    let mut response = jsonrpc_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        id.unwrap_or(serde_json::Value::Null),
+        -32000,
+        format!(
+            "Server busy: {open} sessions are open, the most this gateway allows \
+             (listen.max_sessions); try again later"
+        ),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("30"));
+    response
 }
 
 /// Whether a request is of the 2026-07-28 era: its `MCP-Protocol-Version` header, or the

@@ -4,6 +4,7 @@
 //! runner listens only inside a sandbox).
 
 pub mod http;
+pub mod sessions;
 pub mod stdio;
 
 /// The requests a client may send in either era of the protocol (rmcp's `ClientRequest`). One of these whose params do

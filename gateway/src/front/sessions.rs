@@ -1,0 +1,201 @@
+//! Sessions of legacy-era HTTP clients: rmcp's local session manager, with a cap on how many
+//! are open and a refusal of request ids already in flight.
+//!
+//! rmcp creates a session for every `initialize` and keeps it until the client deletes it or it
+//! sits idle for `listen.session_idle_secs`; without a cap, a client that only initializes grows
+//! the gateway's memory without bound. And rmcp routes answers within a session by request id:
+//! a second request that reuses the id of one still in flight takes over its route, so one of
+//! the two never gets an answer. Both are refused here.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, PoisonError},
+};
+
+use futures::{Stream, StreamExt as _};
+use rmcp::{
+    model::{ClientJsonRpcMessage, ErrorData, RequestId, ServerJsonRpcMessage},
+    transport::streamable_http_server::{
+        SessionManager,
+        session::{
+            ServerSseMessage, SessionId,
+            local::{LocalSessionManager, LocalSessionManagerError},
+        },
+    },
+};
+
+/// Why a session operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionsError {
+    #[error("{0} sessions are open, the most `listen.max_sessions` allows")]
+    Full(usize),
+    #[error(transparent)]
+    Local(#[from] LocalSessionManagerError),
+}
+
+/// The request ids in flight in each session.
+type InFlight = Arc<Mutex<HashMap<SessionId, HashSet<RequestId>>>>;
+
+pub struct Sessions {
+    local: LocalSessionManager,
+    max: usize,
+    /// Held while a session is created, so that two creations cannot both see room for one.
+    creating: tokio::sync::Mutex<()>,
+    in_flight: InFlight,
+}
+
+impl Sessions {
+    pub fn new(max: usize, idle: std::time::Duration) -> Self {
+        let mut local = LocalSessionManager::default();
+        local.session_config.keep_alive = Some(idle);
+        Self {
+            local,
+            max,
+            creating: tokio::sync::Mutex::new(()),
+            in_flight: InFlight::default(),
+        }
+    }
+
+    /// How many sessions are open.
+    pub async fn open(&self) -> usize {
+        self.local.sessions.read().await.len()
+    }
+
+    /// The most sessions that may be open at once.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Whether `initialize` would be refused for want of room now.
+    pub async fn full(&self) -> bool {
+        self.open().await >= self.max
+    }
+}
+
+/// Takes a request id out of its session's in-flight set when the request's answer stream ends
+/// or is dropped (the answer was sent, or the client went away).
+struct Release {
+    in_flight: InFlight,
+    session: SessionId,
+    id: RequestId,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let mut in_flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(ids) = in_flight.get_mut(&self.session) {
+            ids.remove(&self.id);
+            if ids.is_empty() {
+                in_flight.remove(&self.session);
+            }
+        }
+    }
+}
+
+impl SessionManager for Sessions {
+    type Error = SessionsError;
+    type Transport = <LocalSessionManager as SessionManager>::Transport;
+
+    async fn create_session(&self) -> Result<(SessionId, Self::Transport), Self::Error> {
+        let _creating = self.creating.lock().await;
+        let open = self.open().await;
+        if open >= self.max {
+            return Err(SessionsError::Full(open));
+        }
+        Ok(self.local.create_session().await?)
+    }
+
+    async fn initialize_session(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<ServerJsonRpcMessage, Self::Error> {
+        Ok(self.local.initialize_session(id, message).await?)
+    }
+
+    async fn has_session(&self, id: &SessionId) -> Result<bool, Self::Error> {
+        Ok(self.local.has_session(id).await?)
+    }
+
+    async fn close_session(&self, id: &SessionId) -> Result<(), Self::Error> {
+        Ok(self.local.close_session(id).await?)
+    }
+
+    async fn create_stream(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        // rmcp streams only requests; anything else passes as it is.
+        let release = match &message {
+            ClientJsonRpcMessage::Request(request) => {
+                let request_id = request.id.clone();
+                let fresh = self
+                    .in_flight
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .entry(id.clone())
+                    .or_default()
+                    .insert(request_id.clone());
+                if !fresh {
+                    tracing::info!(session = %id, id = %request_id,
+                        "request refused: its id is already in flight in this session");
+                    let refusal = ServerJsonRpcMessage::error(
+                        ErrorData::invalid_request(
+                            format!(
+                                "Invalid Request: id {request_id} is already in use by a request \
+                                 in flight in this session"
+                            ),
+                            None,
+                        ),
+                        Some(request_id),
+                    );
+                    return Ok(futures::stream::once(std::future::ready(
+                        ServerSseMessage::from_message(refusal),
+                    ))
+                    .right_stream());
+                }
+                Some(Release {
+                    in_flight: self.in_flight.clone(),
+                    session: id.clone(),
+                    id: request_id,
+                })
+            }
+            _ => None,
+        };
+        // On failure `release` is dropped here, and the id is free again.
+        let stream = self.local.create_stream(id, message).await?;
+        Ok(stream
+            .map(move |event| {
+                let _held = &release;
+                event
+            })
+            .left_stream())
+    }
+
+    async fn accept_message(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<(), Self::Error> {
+        Ok(self.local.accept_message(id, message).await?)
+    }
+
+    async fn create_standalone_stream(
+        &self,
+        id: &SessionId,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        Ok(self.local.create_standalone_stream(id).await?)
+    }
+
+    async fn resume(
+        &self,
+        id: &SessionId,
+        last_event_id: String,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        Ok(self.local.resume(id, last_event_id).await?)
+    }
+}
