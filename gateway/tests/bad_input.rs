@@ -326,19 +326,20 @@ async fn bodies_that_cannot_arrive_are_answered_at_once() {
 async fn connections_that_send_nothing_are_closed_and_capped() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let gw = common::start(&format!(
-        "[listen]\nmax_connections = 2\n{}",
+        "[listen]\nmax_connections = 3\n{}",
         common::demo_server("demo")
     ))
     .await;
     let health = format!("http://{}/healthz", gw.addr);
-    // Two connections that never finish their headers take both slots: a third client waits.
+    // Three connections that never make a request take every slot: one that never finishes its
+    // headers, an HTTP/2 one that opens no stream (and answers no ping), and one that sends
+    // nothing at all. A fourth client waits.
+    let mut settings = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    settings.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
     let mut idle = Vec::new();
-    for _ in 0..2 {
+    for opening in [&b"POST /mcp HTTP/1.1\r\nHost: 127.0.0"[..], &settings, b""] {
         let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-        stream
-            .write_all(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0")
-            .await
-            .unwrap();
+        stream.write_all(opening).await.unwrap();
         idle.push(stream);
     }
     let client = Client::new();
@@ -349,16 +350,17 @@ async fn connections_that_send_nothing_are_closed_and_capped() {
     });
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert!(!waiting.is_finished(), "served beyond max_connections");
-    // The gateway closes a connection whose headers do not arrive (30 s), which frees its slot.
-    let mut first = idle.remove(0);
-    let mut rest = Vec::new();
-    // Closed: the read ends (with the end of the stream, or a reset) instead of waiting on.
-    let _ = tokio::time::timeout(
-        std::time::Duration::from_secs(90),
-        first.read_to_end(&mut rest),
-    )
-    .await
-    .expect("the gateway closes a connection that sends no headers");
+    // The gateway closes each of them (after 30 s without a request), which frees their slots.
+    for (which, mut stream) in idle.into_iter().enumerate() {
+        let mut rest = Vec::new();
+        // Closed: the read ends (with the end of the stream, or a reset) instead of waiting on.
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(90),
+            stream.read_to_end(&mut rest),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("the gateway closes idle connection {which}"));
+    }
     let status = tokio::time::timeout(std::time::Duration::from_secs(90), waiting)
         .await
         .expect("the waiting client is served once a slot is free")

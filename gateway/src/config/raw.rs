@@ -77,9 +77,10 @@ pub struct RawListen {
     /// Largest accepted request body in bytes. Default 4 MiB; larger bodies get HTTP 413.
     pub max_body_bytes: Option<usize>,
     /// Most client connections open at once. Default 4096; further connections wait in the
-    /// listen backlog until one closes. A connection that sends no complete request headers
-    /// within 30 seconds (idle keep-alive included) is closed, and a request body must arrive
-    /// within 30 seconds (HTTP 408 otherwise).
+    /// listen backlog until one closes. A connection with no request in progress for 30 seconds
+    /// (HTTP/1.1 keep-alive, an HTTP/2 connection without streams, one that sends nothing) is
+    /// closed, as is one that sends no complete request headers within 30 seconds; a request
+    /// body must arrive within 30 seconds (HTTP 408 otherwise).
     pub max_connections: Option<usize>,
     /// Most legacy-era client sessions (`Mcp-Session-Id`) open at once. Default 1024; a further
     /// `initialize` gets HTTP 503 with a JSON-RPC error until one ends. Stateless 2026-07-28

@@ -288,16 +288,26 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a request body may take to arrive after its headers.
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a connection may go without a request in progress before it is closed. HTTP/1.1
+/// connections are also bounded by [`HEADER_READ_TIMEOUT`]; this one is what closes an HTTP/2
+/// connection that opens no stream, or a connection that never says which protocol it speaks.
+const CONNECTION_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a connection that is closing, with nothing in progress, may take to close itself
+/// before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
 /// Serves `gateway` on `listener` until the gateway shuts down.
 ///
 /// axum's own `serve` gives hyper no timer, so a client that opens connections and sends
 /// nothing, or half a header, holds them forever; a few thousand such connections exhaust the
 /// process's descriptors, which the upstreams and the database need too. Here every connection
-/// gets [`HEADER_READ_TIMEOUT`], and at most `listen.max_connections` are open at once.
+/// gets [`HEADER_READ_TIMEOUT`] and [`CONNECTION_IDLE_TIMEOUT`], and at most
+/// `listen.max_connections` are open at once.
 pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) -> std::io::Result<()> {
+    use futures::TryFutureExt as _;
     use hyper_util::{
         rt::{TokioExecutor, TokioIo, TokioTimer},
-        server::{conn::auto, graceful::GracefulShutdown},
+        server::conn::auto,
         service::TowerToHyperService,
     };
     use tower::ServiceExt as _;
@@ -313,7 +323,7 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) -> std::io::Res
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
     builder.http2().timer(TokioTimer::new());
-    let graceful = GracefulShutdown::new();
+    let connections = tokio_util::task::TaskTracker::new();
     loop {
         let slot = tokio::select! {
             slot = slots.clone().acquire_owned() => match slot {
@@ -338,23 +348,109 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) -> std::io::Res
         // Without TCP_NODELAY, rmcp's small chunked SSE writes wait on delayed ACKs and every
         // request takes ~40 ms longer.
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone().map_request(
-            |request: axum::http::Request<hyper::body::Incoming>| request.map(Body::new),
-        ));
+        let activity = Arc::new(Activity::default());
+        let service = TowerToHyperService::new(tower::service_fn({
+            let router = router.clone();
+            let activity = activity.clone();
+            move |request: axum::http::Request<hyper::body::Incoming>| {
+                // Held until the response body is done or dropped: an SSE stream is a request
+                // in progress for as long as it is open.
+                let busy = activity.begin();
+                router
+                    .clone()
+                    .oneshot(request.map(Body::new))
+                    .map_ok(|response| {
+                        response.map(|body| {
+                            Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
+                                let _held = &busy;
+                                frame
+                            }))
+                        })
+                    })
+            }
+        }));
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            let mut closing = false;
+            loop {
+                tokio::select! {
+                    result = connection.as_mut() => {
+                        if let Err(e) = result {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    // Requests in progress finish; then the connection closes (HTTP/2: GOAWAY).
+                    () = shutdown.cancelled(), if !closing => {
+                        connection.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    () = activity.idle(CONNECTION_IDLE_TIMEOUT), if !closing => {
+                        tracing::debug!("closing a connection idle for {} s",
+                            CONNECTION_IDLE_TIMEOUT.as_secs());
+                        connection.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    // An HTTP/2 peer that does not answer the GOAWAY's ping would keep the
+                    // connection open: once nothing is in progress, it is dropped.
+                    () = activity.idle(CLOSE_GRACE), if closing => break,
+                }
             }
             drop(slot);
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    connections.close();
+    connections.wait().await;
     Ok(())
+}
+
+/// Whether a connection has requests in progress: each request holds a [`Busy`] from its
+/// headers until its response body is done or dropped.
+#[derive(Default)]
+struct Activity {
+    busy: std::sync::atomic::AtomicUsize,
+    changed: tokio::sync::Notify,
+}
+
+impl Activity {
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.busy.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.changed.notify_waiters();
+        Busy(self.clone())
+    }
+
+    /// Returns once no request has been in progress for `limit`.
+    async fn idle(&self, limit: Duration) {
+        loop {
+            // Made before the check, so a change between the check and the wait is not missed.
+            let changed = self.changed.notified();
+            if self.busy.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                tokio::select! {
+                    () = tokio::time::sleep(limit) => return,
+                    () = changed => {}
+                }
+            } else {
+                changed.await;
+            }
+        }
+    }
+}
+
+/// One request in progress on a connection; see [`Activity`].
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0
+            .busy
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.changed.notify_waiters();
+    }
 }
 
 /// Binds the configured address.
