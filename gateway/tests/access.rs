@@ -542,3 +542,48 @@ async fn each_call_names_its_sandbox_whose_runner_records_have_its_usage() {
     assert!(usage["wall_ms"].as_u64().unwrap() > 0, "{usage}");
     assert!(usage["peak_memory_bytes"].as_u64().unwrap() > 0, "{usage}");
 }
+
+#[tokio::test]
+async fn one_client_cannot_take_every_session() {
+    let gw = gateway("[listen]\nmax_sessions_per_client = 2").await;
+    let alice = format!("Bearer {}", api_key(&gw, "alice", &[]).await);
+    let bob = format!("Bearer {}", api_key(&gw, "bob", &[]).await);
+    let mut sessions = Vec::new();
+    for _ in 0..2 {
+        let response = initialize(&gw, Some(&alice)).await;
+        assert_eq!(response.status(), reqwest::StatusCode::OK);
+        sessions.push(response.headers()["mcp-session-id"].to_owned());
+    }
+    // A third is over alice's share: refused, with a JSON-RPC error and when to retry.
+    let refused = initialize(&gw, Some(&alice)).await;
+    assert_eq!(refused.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -32000, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_sessions_per_client"),
+        "{body}"
+    );
+    // Another client is not held back by alice's share.
+    assert_eq!(
+        initialize(&gw, Some(&bob)).await.status(),
+        reqwest::StatusCode::OK
+    );
+    // When alice ends a session she may open another.
+    let deleted = reqwest::Client::new()
+        .delete(gw.url())
+        .header("mcp-session-id", sessions.pop().unwrap())
+        .header("mcp-protocol-version", "2025-06-18")
+        .header("authorization", &alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), reqwest::StatusCode::OK);
+    assert_eq!(
+        initialize(&gw, Some(&alice)).await.status(),
+        reqwest::StatusCode::OK
+    );
+}

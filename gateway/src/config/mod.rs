@@ -90,6 +90,7 @@ pub struct ListenConfig {
     pub max_body_bytes: usize,
     pub max_connections: usize,
     pub max_sessions: usize,
+    pub max_sessions_per_client: usize,
     pub session_idle: std::time::Duration,
 }
 
@@ -225,6 +226,7 @@ const DEFAULT_BIND: &str = "127.0.0.1:8080";
 const DEFAULT_BODY_LIMIT: usize = 4 * 1024 * 1024;
 const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 const DEFAULT_MAX_SESSIONS: usize = 1024;
+const DEFAULT_MAX_SESSIONS_PER_CLIENT: usize = 256;
 const DEFAULT_SESSION_IDLE_SECS: u64 = 300;
 const MAX_SERVER_NAME: usize = 63;
 
@@ -340,6 +342,17 @@ impl Config {
                 }
                 Some(n) => n,
                 None => DEFAULT_MAX_SESSIONS,
+            },
+            max_sessions_per_client: match listen.max_sessions_per_client {
+                Some(0) => {
+                    return Err(ConfigError::new(
+                        path,
+                        None,
+                        "listen.max_sessions_per_client: must be at least 1",
+                    ));
+                }
+                Some(n) => n,
+                None => DEFAULT_MAX_SESSIONS_PER_CLIENT,
             },
             session_idle: match listen.session_idle_secs {
                 Some(0) => {

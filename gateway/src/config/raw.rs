@@ -86,6 +86,10 @@ pub struct RawListen {
     /// `initialize` gets HTTP 503 with a JSON-RPC error until one ends. Stateless 2026-07-28
     /// requests hold no session.
     pub max_sessions: Option<usize>,
+    /// Most of those sessions one client (one API key, JWT subject, or `anonymous`) may hold.
+    /// Default 256, so that no one client can take them all; past it, that client's
+    /// `initialize` gets HTTP 503.
+    pub max_sessions_per_client: Option<usize>,
     /// Seconds a session may sit without a request or an open stream before it ends. Default
     /// 300; a client that comes back later gets 404 and initializes again.
     pub session_idle_secs: Option<u64>,

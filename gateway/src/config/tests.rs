@@ -82,7 +82,7 @@ fn errors_name_file_line_and_key() {
     check_err(
         "[listen]\nbind = \"127.0.0.1:1\"\nalowed_hosts = []\n",
         expect![
-            "/etc/gw/gateway.toml:3: unknown field `alowed_hosts`, expected one of `bind`, `path`, `allowed_hosts`, `allowed_origins`, `max_body_bytes`, `max_connections`, `max_sessions`, `session_idle_secs`"
+            "/etc/gw/gateway.toml:3: unknown field `alowed_hosts`, expected one of `bind`, `path`, `allowed_hosts`, `allowed_origins`, `max_body_bytes`, `max_connections`, `max_sessions`, `max_sessions_per_client`, `session_idle_secs`"
         ],
     );
     check_err(

@@ -16,7 +16,7 @@ use rmcp::transport::streamable_http_server::{
 };
 use tokio::net::TcpListener;
 
-use super::sessions::Sessions;
+use super::sessions::{Sessions, SessionsError};
 use crate::{Gateway, handler::GatewayHandler};
 
 /// Builds the HTTP stack, outermost layer first.
@@ -42,7 +42,11 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     // notifications first still streams.
     mcp_config.json_response = true;
     let service_gateway = gateway.clone();
-    let sessions = Arc::new(Sessions::new(listen.max_sessions, listen.session_idle));
+    let sessions = Arc::new(Sessions::new(
+        listen.max_sessions,
+        listen.max_sessions_per_client,
+        listen.session_idle,
+    ));
     let mcp = StreamableHttpService::new(
         move || Ok(GatewayHandler::new(service_gateway.clone())),
         sessions.clone(),
@@ -54,13 +58,18 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route_service(&gateway.config.listen.path, mcp)
         // Every MCP request (POST, GET stream, DELETE) carries a client identity from here on,
         // or is answered 401; the handler reads it from the request's extensions.
+        // An `initialize` opens a session only while there is room, in all and for its client.
+        .layer(middleware::from_fn({
+            let sessions = sessions.clone();
+            move |request, next| admit_session(sessions.clone(), request, next)
+        }))
         .layer(middleware::from_fn(move |request, next| {
             authenticate(auth_gateway.clone(), request, next)
         }))
         // Malformed bodies are answered here with JSON-RPC errors (-32700, -32600) instead of
         // the transport's plain-text 400, and oversized ones with 413 before any parsing.
         .layer(middleware::from_fn(move |request, next| {
-            jsonrpc_guard(body_limit, sessions.clone(), request, next)
+            jsonrpc_guard(body_limit, request, next)
         }));
     // rmcp checks the Host of MCP requests; the other endpoints that say anything check it
     // here, on the same list, so a page that rebinds its own name to a loopback gateway cannot
@@ -480,32 +489,13 @@ fn jsonrpc_error(
 
 /// Reads a POST body within the limit and checks that it is one JSON-RPC message before the MCP
 /// transport sees it.
-async fn jsonrpc_guard(
-    limit: usize,
-    sessions: Arc<Sessions>,
-    request: Request,
-    next: Next,
-) -> Response {
+async fn jsonrpc_guard(limit: usize, request: Request, next: Next) -> Response {
     if request.method() == Method::DELETE {
-        let session = request
-            .headers()
-            .get("mcp-session-id")
-            .and_then(|v| v.to_str().ok())
-            .map(rmcp::transport::streamable_http_server::session::SessionId::from);
-        let known = match &session {
-            Some(id) => sessions.has_session(id).await.unwrap_or(false),
-            None => true,
-        };
+        // A session that ended is answered 200: 202 promises work still to come, and SDK
+        // clients that accept only 200 or 204 log the DELETE as failed.
         let mut response = next.run(request).await;
         if response.status() == StatusCode::ACCEPTED {
-            // A session that ended is answered 200: 202 promises work still to come, and SDK
-            // clients that accept only 200 or 204 log the DELETE as failed. One that did not
-            // exist (or had already ended) is 404, as for any other request that names it.
-            *response.status_mut() = if known {
-                StatusCode::OK
-            } else {
-                StatusCode::NOT_FOUND
-            };
+            *response.status_mut() = StatusCode::OK;
         }
         return response;
     }
@@ -574,7 +564,7 @@ async fn jsonrpc_guard(
     // methods with unfitting params reach the handler, which answers -32602 for both doors
     // (`GatewayHandler::on_custom_request`).
     if value.get("method").and_then(|m| m.as_str()) == Some("initialize")
-        && !modern_request(&parts, &value)
+        && !modern_request(&parts.headers, &value)
         && value.get("params").is_none_or(|p| {
             <rmcp::model::InitializeRequestParams as serde::Deserialize>::deserialize(p).is_err()
         })
@@ -586,43 +576,93 @@ async fn jsonrpc_guard(
             "Invalid params for `initialize`".to_owned(),
         );
     }
-    let opens_session = value.get("method").and_then(|m| m.as_str()) == Some("initialize")
-        && !parts.headers.contains_key("mcp-session-id")
-        && !modern_request(&parts, &value);
-    if opens_session && sessions.full().await {
-        return sessions_full(&sessions, value.get("id").cloned()).await;
-    }
-    let response = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await;
-    // Another `initialize` took the last room between the check above and this one's session:
-    // the session manager refused it, which rmcp answers with a plain 500.
-    if opens_session
-        && response.status() == StatusCode::INTERNAL_SERVER_ERROR
-        && sessions.full().await
+    let mut request = Request::from_parts(parts, Body::from(bytes));
+    if value.get("method").and_then(|m| m.as_str()) == Some("initialize")
+        && !request.headers().contains_key("mcp-session-id")
+        && !modern_request(request.headers(), &value)
     {
-        return sessions_full(&sessions, value.get("id").cloned()).await;
+        request.extensions_mut().insert(OpensSession {
+            id: value.get("id").cloned().unwrap_or(serde_json::Value::Null),
+        });
+    }
+    next.run(request).await
+}
+
+/// Marks a legacy-era `initialize`, which opens a session, for [`admit_session`].
+#[derive(Clone)]
+struct OpensSession {
+    /// The request's JSON-RPC id, to answer a refusal with.
+    id: serde_json::Value,
+}
+
+/// Lets an `initialize` open a session only while there is room: fewer than
+/// `listen.max_sessions` open in all, and fewer than `listen.max_sessions_per_client` for the
+/// client it comes from, so that one client cannot take every session.
+async fn admit_session(sessions: Arc<Sessions>, request: Request, next: Next) -> Response {
+    if request.method() == Method::DELETE {
+        return delete_session(&sessions, request, next).await;
+    }
+    let (Some(opens), Some(identity)) = (
+        request.extensions().get::<OpensSession>().cloned(),
+        request
+            .extensions()
+            .get::<crate::identity::Identity>()
+            .cloned(),
+    ) else {
+        return next.run(request).await;
+    };
+    if let Err(refusal) = sessions.room_for(&identity.client).await {
+        return sessions_full(&identity.client, &refusal, opens.id);
+    }
+    let response = next.run(request).await;
+    let session = response
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok());
+    match session {
+        Some(session) if response.status().is_success() => {
+            sessions.owned_by(session.into(), &identity.client).await;
+            response
+        }
+        // Another `initialize` took the last room between the check above and this one's
+        // session: the session manager refused it, which rmcp answers with a plain 500.
+        _ if response.status() == StatusCode::INTERNAL_SERVER_ERROR => {
+            match sessions.room_for(&identity.client).await {
+                Err(refusal) => sessions_full(&identity.client, &refusal, opens.id),
+                Ok(()) => response,
+            }
+        }
+        _ => response,
+    }
+}
+
+/// Ends a session; one that did not exist, or had already ended, is 404 as for any other
+/// request that names it (rmcp answers 202 either way).
+async fn delete_session(sessions: &Sessions, request: Request, next: Next) -> Response {
+    let known = match request
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(id) => sessions.has_session(&id.into()).await.unwrap_or(false),
+        None => true,
+    };
+    let mut response = next.run(request).await;
+    if !known && response.status().is_success() {
+        *response.status_mut() = StatusCode::NOT_FOUND;
     }
     response
 }
 
-/// The answer to an `initialize` when `listen.max_sessions` are open: 503, and a JSON-RPC error
-/// that says why, so the client can retry later.
-async fn sessions_full(sessions: &Sessions, id: Option<serde_json::Value>) -> Response {
-    let open = sessions.open().await;
-    tracing::warn!(
-        open,
-        max = sessions.max(),
-        "initialize refused: too many sessions"
-    );
+/// The answer to an `initialize` when there is no room for its session: 503, and a JSON-RPC
+/// error that says why, so the client can retry later.
+fn sessions_full(client: &str, refusal: &SessionsError, id: serde_json::Value) -> Response {
+    tracing::warn!(client, "initialize refused: {refusal}");
     let mut response = jsonrpc_error(
         StatusCode::SERVICE_UNAVAILABLE,
-        id.unwrap_or(serde_json::Value::Null),
+        id,
         -32000,
-        format!(
-            "Server busy: {open} sessions are open, the most this gateway allows \
-             (listen.max_sessions); try again later"
-        ),
+        format!("Server busy: {refusal}; try again later"),
     );
     response
         .headers_mut()
@@ -632,10 +672,9 @@ async fn sessions_full(sessions: &Sessions, id: Option<serde_json::Value>) -> Re
 
 /// Whether a request is of the 2026-07-28 era: its `MCP-Protocol-Version` header, or the
 /// version in its `_meta`, says so.
-fn modern_request(parts: &axum::http::request::Parts, message: &serde_json::Value) -> bool {
+fn modern_request(headers: &axum::http::HeaderMap, message: &serde_json::Value) -> bool {
     let modern = |v: &str| v >= rmcp::model::ProtocolVersion::V_2026_07_28.as_str();
-    let header = parts
-        .headers
+    let header = headers
         .get("mcp-protocol-version")
         .and_then(|v| v.to_str().ok());
     let meta = message

@@ -29,6 +29,8 @@ use rmcp::{
 pub enum SessionsError {
     #[error("{0} sessions are open, the most `listen.max_sessions` allows")]
     Full(usize),
+    #[error("this client has {0} sessions open, the most `listen.max_sessions_per_client` allows")]
+    ClientFull(usize),
     #[error(transparent)]
     Local(#[from] LocalSessionManagerError),
 }
@@ -39,20 +41,31 @@ type InFlight = Arc<Mutex<HashMap<SessionId, HashSet<RequestId>>>>;
 pub struct Sessions {
     local: LocalSessionManager,
     max: usize,
+    max_per_client: usize,
     /// Held while a session is created, so that two creations cannot both see room for one.
     creating: tokio::sync::Mutex<()>,
     in_flight: InFlight,
+    owners: Mutex<Owners>,
+}
+
+/// Which client opened each session, and how many each client has open.
+#[derive(Default)]
+struct Owners {
+    of: HashMap<SessionId, String>,
+    count: HashMap<String, usize>,
 }
 
 impl Sessions {
-    pub fn new(max: usize, idle: std::time::Duration) -> Self {
+    pub fn new(max: usize, max_per_client: usize, idle: std::time::Duration) -> Self {
         let mut local = LocalSessionManager::default();
         local.session_config.keep_alive = Some(idle);
         Self {
             local,
             max,
+            max_per_client,
             creating: tokio::sync::Mutex::new(()),
             in_flight: InFlight::default(),
+            owners: Mutex::default(),
         }
     }
 
@@ -61,14 +74,46 @@ impl Sessions {
         self.local.sessions.read().await.len()
     }
 
-    /// The most sessions that may be open at once.
-    pub fn max(&self) -> usize {
-        self.max
+    /// Whether `client` may open a session now.
+    pub async fn room_for(&self, client: &str) -> Result<(), SessionsError> {
+        let open = self.open().await;
+        if open >= self.max {
+            return Err(SessionsError::Full(open));
+        }
+        let mine = self.lock_owners().count.get(client).copied().unwrap_or(0);
+        if mine >= self.max_per_client {
+            return Err(SessionsError::ClientFull(mine));
+        }
+        Ok(())
     }
 
-    /// Whether `initialize` would be refused for want of room now.
-    pub async fn full(&self) -> bool {
-        self.open().await >= self.max
+    /// Counts session `id`, just opened, against `client`.
+    pub async fn owned_by(&self, id: SessionId, client: &str) {
+        {
+            let mut owners = self.lock_owners();
+            *owners.count.entry(client.to_owned()).or_default() += 1;
+            owners.of.insert(id.clone(), client.to_owned());
+        }
+        // A session that already ended was not counted by `close_session`; it is now.
+        if !self.local.has_session(&id).await.unwrap_or(false) {
+            self.forget(&id);
+        }
+    }
+
+    fn forget(&self, id: &SessionId) {
+        let mut owners = self.lock_owners();
+        if let Some(client) = owners.of.remove(id)
+            && let Some(count) = owners.count.get_mut(&client)
+        {
+            *count -= 1;
+            if *count == 0 {
+                owners.count.remove(&client);
+            }
+        }
+    }
+
+    fn lock_owners(&self) -> std::sync::MutexGuard<'_, Owners> {
+        self.owners.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -121,7 +166,9 @@ impl SessionManager for Sessions {
     }
 
     async fn close_session(&self, id: &SessionId) -> Result<(), Self::Error> {
-        Ok(self.local.close_session(id).await?)
+        let closed = self.local.close_session(id).await;
+        self.forget(id);
+        Ok(closed?)
     }
 
     async fn create_stream(
