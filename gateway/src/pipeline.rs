@@ -335,6 +335,10 @@ impl Call {
             ctx.meta.get_progress_token(),
             back_tx,
         );
+        // rmcp picks the progress token inside the send; the upstream transport binds it to this
+        // call as the request goes out (`upstream::tap`), before the upstream can send progress.
+        let mut request = request;
+        rmcp::model::GetExtensions::extensions_mut(&mut request).insert(inflight.key());
         let handle = peer
             .send_request_with_option(
                 request,
@@ -342,8 +346,6 @@ impl Call {
             )
             .await
             .map_err(|source| service_error(&upstream.spec.name, source))?;
-        // rmcp picks the progress token inside the send and offers no way to choose it first, so
-        // a progress notification the upstream sends before this line runs is not routed.
         inflight.set_upstream_token(handle.progress_token.clone());
         Ok(Self {
             server: upstream.name.clone(),

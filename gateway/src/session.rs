@@ -102,14 +102,23 @@ pub struct InflightGuard {
 }
 
 impl InflightGuard {
+    /// Names this call on the upstream request it sends, as an extension of the request (not
+    /// sent on the wire), so the transport can bind the request's progress token to this call
+    /// as the request goes out: see [`Sessions::bind_upstream_token`].
+    pub fn key(&self) -> CallKey {
+        CallKey(self.key)
+    }
+
     /// Records the progress token the upstream request went out with, so the upstream's
     /// progress notifications find this call.
     pub fn set_upstream_token(&self, token: ProgressToken) {
-        if let Some(call) = self.sessions.lock_inflight().get_mut(&self.key) {
-            call.upstream_token = Some(token);
-        }
+        self.sessions.bind_upstream_token(self.key(), token);
     }
 }
+
+/// The in-flight call an upstream request belongs to; see [`InflightGuard::key`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallKey(u64);
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
@@ -270,6 +279,15 @@ impl Sessions {
         InflightGuard {
             key,
             sessions: self.clone(),
+        }
+    }
+
+    /// Records the progress token of the upstream request for call `key`. The upstream
+    /// transport calls this as the request goes out, before any answer or progress for it can
+    /// arrive; rmcp chooses the token inside its send.
+    pub fn bind_upstream_token(&self, key: CallKey, token: ProgressToken) {
+        if let Some(call) = self.lock_inflight().get_mut(&key.0) {
+            call.upstream_token = Some(token);
         }
     }
 
