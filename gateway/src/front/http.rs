@@ -612,7 +612,7 @@ async fn admit_session(sessions: Arc<Sessions>, request: Request, next: Next) ->
         return next.run(request).await;
     };
     if let Err(refusal) = sessions.room_for(&identity.client).await {
-        return sessions_full(&identity.client, &refusal, opens.id);
+        return sessions_full(&sessions, &identity.client, &refusal, opens.id);
     }
     let response = next.run(request).await;
     let session = response
@@ -628,7 +628,7 @@ async fn admit_session(sessions: Arc<Sessions>, request: Request, next: Next) ->
         // session: the session manager refused it, which rmcp answers with a plain 500.
         _ if response.status() == StatusCode::INTERNAL_SERVER_ERROR => {
             match sessions.room_for(&identity.client).await {
-                Err(refusal) => sessions_full(&identity.client, &refusal, opens.id),
+                Err(refusal) => sessions_full(&sessions, &identity.client, &refusal, opens.id),
                 Ok(()) => response,
             }
         }
@@ -656,8 +656,16 @@ async fn delete_session(sessions: &Sessions, request: Request, next: Next) -> Re
 
 /// The answer to an `initialize` when there is no room for its session: 503, and a JSON-RPC
 /// error that says why, so the client can retry later.
-fn sessions_full(client: &str, refusal: &SessionsError, id: serde_json::Value) -> Response {
-    tracing::warn!(client, "initialize refused: {refusal}");
+fn sessions_full(
+    sessions: &Sessions,
+    client: &str,
+    refusal: &SessionsError,
+    id: serde_json::Value,
+) -> Response {
+    match sessions.refused() {
+        Some(refused) => tracing::warn!(client, refused, "initialize refused: {refusal}"),
+        None => tracing::debug!(client, "initialize refused: {refusal}"),
+    }
     let mut response = jsonrpc_error(
         StatusCode::SERVICE_UNAVAILABLE,
         id,

@@ -46,6 +46,16 @@ pub struct Sessions {
     creating: tokio::sync::Mutex<()>,
     in_flight: InFlight,
     owners: Mutex<Owners>,
+    refusals: Mutex<Refusals>,
+}
+
+/// How often refused `initialize`s are logged, at most.
+const REFUSAL_REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+#[derive(Default)]
+struct Refusals {
+    count: u64,
+    reported: Option<std::time::Instant>,
 }
 
 /// Which client opened each session, and how many each client has open.
@@ -66,6 +76,7 @@ impl Sessions {
             creating: tokio::sync::Mutex::new(()),
             in_flight: InFlight::default(),
             owners: Mutex::default(),
+            refusals: Mutex::default(),
         }
     }
 
@@ -110,6 +121,20 @@ impl Sessions {
                 owners.count.remove(&client);
             }
         }
+    }
+
+    /// Counts a refused `initialize`. Returns how many were refused since the last report when
+    /// one is due (at most one a minute), so a flood of them is one log line, not thousands.
+    pub fn refused(&self) -> Option<u64> {
+        let mut refusals = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
+        refusals.count += 1;
+        let due = refusals
+            .reported
+            .is_none_or(|at| at.elapsed() >= REFUSAL_REPORT_INTERVAL);
+        due.then(|| {
+            refusals.reported = Some(std::time::Instant::now());
+            std::mem::take(&mut refusals.count)
+        })
     }
 
     fn lock_owners(&self) -> std::sync::MutexGuard<'_, Owners> {
@@ -244,5 +269,19 @@ impl SessionManager for Sessions {
         last_event_id: String,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
         Ok(self.local.resume(id, last_event_id).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Sessions;
+
+    #[test]
+    fn a_flood_of_refusals_is_reported_once_with_its_count() {
+        let sessions = Sessions::new(1, 1, std::time::Duration::from_secs(60));
+        assert_eq!(sessions.refused(), Some(1));
+        for _ in 0..1000 {
+            assert_eq!(sessions.refused(), None);
+        }
     }
 }
