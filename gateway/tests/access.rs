@@ -548,12 +548,21 @@ async fn one_client_cannot_take_every_session() {
     let gw = gateway("[listen]\nmax_sessions_per_client = 2").await;
     let alice = format!("Bearer {}", api_key(&gw, "alice", &[]).await);
     let bob = format!("Bearer {}", api_key(&gw, "bob", &[]).await);
-    let mut sessions = Vec::new();
-    for _ in 0..2 {
-        let response = initialize(&gw, Some(&alice)).await;
-        assert_eq!(response.status(), reqwest::StatusCode::OK);
-        sessions.push(response.headers()["mcp-session-id"].to_owned());
-    }
+    // Sent all at once, only two of alice's `initialize`s get a session.
+    let responses = futures::future::join_all((0..8).map(|_| initialize(&gw, Some(&alice)))).await;
+    let mut sessions: Vec<_> = responses
+        .iter()
+        .filter(|r| r.status() == reqwest::StatusCode::OK)
+        .map(|r| r.headers()["mcp-session-id"].to_owned())
+        .collect();
+    assert_eq!(sessions.len(), 2, "{responses:?}");
+    assert!(
+        responses
+            .iter()
+            .all(|r| r.status() == reqwest::StatusCode::OK
+                || r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE),
+        "{responses:?}"
+    );
     // A third is over alice's share: refused, with a JSON-RPC error and when to retry.
     let refused = initialize(&gw, Some(&alice)).await;
     assert_eq!(refused.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);

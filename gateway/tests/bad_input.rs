@@ -372,7 +372,7 @@ async fn connections_that_send_nothing_are_closed_and_capped() {
 #[tokio::test]
 async fn sessions_are_capped_and_an_id_in_flight_is_not_taken_twice() {
     let gw = common::start(&format!(
-        "[listen]\nmax_sessions = 2\nsession_idle_secs = 2\n{}",
+        "[listen]\nmax_sessions = 2\nsession_idle_secs = 5\n{}",
         common::demo_server("demo")
     ))
     .await;
@@ -470,7 +470,7 @@ async fn sessions_are_capped_and_an_id_in_flight_is_not_taken_twice() {
     assert!(message(&body).get("result").is_some(), "{body}");
 
     // A session that sits idle ends, and makes room.
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
     let (status, _, body) = http
         .post(
             Some(&first),

@@ -362,7 +362,21 @@ impl Config {
                         "listen.session_idle_secs: must be at least 1",
                     ));
                 }
-                secs => std::time::Duration::from_secs(secs.unwrap_or(DEFAULT_SESSION_IDLE_SECS)),
+                // rmcp ends a session after this long without a message either way, so a call
+                // that runs longer without progress would lose its session mid-call.
+                Some(secs) if Duration::from_secs(secs) < call_default => {
+                    return Err(ConfigError::new(
+                        path,
+                        None,
+                        format!(
+                            "listen.session_idle_secs: {secs} is shorter than the call timeout \
+                             ({} s, timeouts.call_secs): a call that sends nothing for longer \
+                             would lose its session",
+                            call_default.as_secs()
+                        ),
+                    ));
+                }
+                secs => Duration::from_secs(secs.unwrap_or(DEFAULT_SESSION_IDLE_SECS)),
             },
         };
 

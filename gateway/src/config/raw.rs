@@ -90,8 +90,9 @@ pub struct RawListen {
     /// Default 256, so that no one client can take them all; past it, that client's
     /// `initialize` gets HTTP 503.
     pub max_sessions_per_client: Option<usize>,
-    /// Seconds a session may sit without a request or an open stream before it ends. Default
-    /// 300; a client that comes back later gets 404 and initializes again.
+    /// Seconds a session may go without a message in either direction before it ends (an open
+    /// stream with nothing on it does not count). Default 300, and at least `timeouts.call_secs`;
+    /// a client that comes back later gets 404 and initializes again.
     pub session_idle_secs: Option<u64>,
 }
 

@@ -239,6 +239,9 @@ async fn admin_events(State(gateway): State<Arc<Gateway>>, request: Request) -> 
             }
         },
     );
+    // The feed ends when the gateway shuts down, so it does not hold its connection open.
+    let shutdown = gateway.shutdown_token();
+    let live = live.take_until(async move { shutdown.cancelled().await });
     Sse::new(futures::stream::iter(first).chain(live))
         .keep_alive(KeepAlive::default())
         .into_response()
@@ -577,9 +580,9 @@ async fn jsonrpc_guard(limit: usize, request: Request, next: Next) -> Response {
         );
     }
     let mut request = Request::from_parts(parts, Body::from(bytes));
+    // rmcp opens a session for every `initialize` without a session id, whatever era it names.
     if value.get("method").and_then(|m| m.as_str()) == Some("initialize")
         && !request.headers().contains_key("mcp-session-id")
-        && !modern_request(request.headers(), &value)
     {
         request.extensions_mut().insert(OpensSession {
             id: value.get("id").cloned().unwrap_or(serde_json::Value::Null),
@@ -588,7 +591,7 @@ async fn jsonrpc_guard(limit: usize, request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
-/// Marks a legacy-era `initialize`, which opens a session, for [`admit_session`].
+/// Marks an `initialize` without a session id, which opens a session, for [`admit_session`].
 #[derive(Clone)]
 struct OpensSession {
     /// The request's JSON-RPC id, to answer a refusal with.
@@ -614,26 +617,16 @@ async fn admit_session(sessions: Arc<Sessions>, request: Request, next: Next) ->
     if let Err(refusal) = sessions.room_for(&identity.client).await {
         return sessions_full(&sessions, &identity.client, &refusal, opens.id);
     }
-    let response = next.run(request).await;
-    let session = response
-        .headers()
-        .get("mcp-session-id")
-        .and_then(|v| v.to_str().ok());
-    match session {
-        Some(session) if response.status().is_success() => {
-            sessions.owned_by(session.into(), &identity.client).await;
-            response
-        }
-        // Another `initialize` took the last room between the check above and this one's
-        // session: the session manager refused it, which rmcp answers with a plain 500.
-        _ if response.status() == StatusCode::INTERNAL_SERVER_ERROR => {
-            match sessions.room_for(&identity.client).await {
-                Err(refusal) => sessions_full(&sessions, &identity.client, &refusal, opens.id),
-                Ok(()) => response,
-            }
-        }
-        _ => response,
+    // The session manager counts the session against this client as rmcp creates it.
+    let response = super::sessions::opening(identity.client.clone(), next.run(request)).await;
+    // The session manager refused the session (another `initialize` took the last room since
+    // the check above), which rmcp answers with a plain 500.
+    if response.status() == StatusCode::INTERNAL_SERVER_ERROR
+        && let Err(refusal) = sessions.room_for(&identity.client).await
+    {
+        return sessions_full(&sessions, &identity.client, &refusal, opens.id);
     }
+    response
 }
 
 /// Ends a session; one that did not exist, or had already ended, is 404 as for any other

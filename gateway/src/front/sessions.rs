@@ -35,6 +35,18 @@ pub enum SessionsError {
     Local(#[from] LocalSessionManagerError),
 }
 
+tokio::task_local! {
+    /// The client whose `initialize` is being served: rmcp creates the session inside that
+    /// request's task, without a way to pass the request along.
+    static OPENING_CLIENT: String;
+}
+
+/// Runs `serve` (the handling of an `initialize`) with `client` as the client any session it
+/// creates belongs to.
+pub async fn opening<F: Future>(client: String, serve: F) -> F::Output {
+    OPENING_CLIENT.scope(client, serve).await
+}
+
 /// The request ids in flight in each session.
 type InFlight = Arc<Mutex<HashMap<SessionId, HashSet<RequestId>>>>;
 
@@ -98,19 +110,6 @@ impl Sessions {
         Ok(())
     }
 
-    /// Counts session `id`, just opened, against `client`.
-    pub async fn owned_by(&self, id: SessionId, client: &str) {
-        {
-            let mut owners = self.lock_owners();
-            *owners.count.entry(client.to_owned()).or_default() += 1;
-            owners.of.insert(id.clone(), client.to_owned());
-        }
-        // A session that already ended was not counted by `close_session`; it is now.
-        if !self.local.has_session(&id).await.unwrap_or(false) {
-            self.forget(&id);
-        }
-    }
-
     fn forget(&self, id: &SessionId) {
         let mut owners = self.lock_owners();
         if let Some(client) = owners.of.remove(id)
@@ -142,16 +141,22 @@ impl Sessions {
     }
 }
 
-/// Takes a request id out of its session's in-flight set when the request's answer stream ends
-/// or is dropped (the answer was sent, or the client went away).
+/// Takes a request id out of its session's in-flight set once the request's answer stream has
+/// ended. A stream dropped before its end (the client went away) leaves the id taken until the
+/// session ends: the request may still be running, and its answer would go to a new request
+/// with the same id. A client may not reuse an id within a session anyway.
 struct Release {
     in_flight: InFlight,
     session: SessionId,
     id: RequestId,
+    ended: bool,
 }
 
 impl Drop for Release {
     fn drop(&mut self) {
+        if !self.ended {
+            return;
+        }
         let mut in_flight = self
             .in_flight
             .lock()
@@ -170,12 +175,25 @@ impl SessionManager for Sessions {
     type Transport = <LocalSessionManager as SessionManager>::Transport;
 
     async fn create_session(&self) -> Result<(SessionId, Self::Transport), Self::Error> {
+        // Checked and counted under one lock, so that `initialize`s sent all at once cannot each
+        // find the last room.
         let _creating = self.creating.lock().await;
-        let open = self.open().await;
-        if open >= self.max {
-            return Err(SessionsError::Full(open));
+        let client = OPENING_CLIENT.try_with(Clone::clone).ok();
+        if let Some(client) = &client {
+            self.room_for(client).await?;
+        } else {
+            let open = self.open().await;
+            if open >= self.max {
+                return Err(SessionsError::Full(open));
+            }
         }
-        Ok(self.local.create_session().await?)
+        let (id, transport) = self.local.create_session().await?;
+        if let Some(client) = client {
+            let mut owners = self.lock_owners();
+            *owners.count.entry(client.clone()).or_default() += 1;
+            owners.of.insert(id.clone(), client);
+        }
+        Ok((id, transport))
     }
 
     async fn initialize_session(
@@ -193,6 +211,10 @@ impl SessionManager for Sessions {
     async fn close_session(&self, id: &SessionId) -> Result<(), Self::Error> {
         let closed = self.local.close_session(id).await;
         self.forget(id);
+        self.in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
         Ok(closed?)
     }
 
@@ -234,18 +256,28 @@ impl SessionManager for Sessions {
                     in_flight: self.in_flight.clone(),
                     session: id.clone(),
                     id: request_id,
+                    ended: false,
                 })
             }
             _ => None,
         };
         // On failure `release` is dropped here, and the id is free again.
         let stream = self.local.create_stream(id, message).await?;
-        Ok(stream
-            .map(move |event| {
-                let _held = &release;
-                event
-            })
-            .left_stream())
+        Ok(futures::stream::unfold(
+            (Box::pin(stream), release),
+            |(mut stream, mut release)| async move {
+                match stream.next().await {
+                    Some(event) => Some((event, (stream, release))),
+                    None => {
+                        if let Some(release) = &mut release {
+                            release.ended = true;
+                        }
+                        None
+                    }
+                }
+            },
+        )
+        .left_stream())
     }
 
     async fn accept_message(
