@@ -376,7 +376,9 @@ impl Config {
                         ),
                     ));
                 }
-                secs => Duration::from_secs(secs.unwrap_or(DEFAULT_SESSION_IDLE_SECS)),
+                Some(secs) => Duration::from_secs(secs),
+                // Unset, it is never shorter than the call timeout either.
+                None => Duration::from_secs(DEFAULT_SESSION_IDLE_SECS).max(call_default),
             },
         };
 

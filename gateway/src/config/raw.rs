@@ -91,8 +91,9 @@ pub struct RawListen {
     /// `initialize` gets HTTP 503.
     pub max_sessions_per_client: Option<usize>,
     /// Seconds a session may go without a message in either direction before it ends (an open
-    /// stream with nothing on it does not count). Default 300, and at least `timeouts.call_secs`;
-    /// a client that comes back later gets 404 and initializes again.
+    /// stream with nothing on it does not count); a client that comes back later gets 404 and
+    /// initializes again. At least `timeouts.call_secs`. Default 300, or `timeouts.call_secs`
+    /// when that is longer.
     pub session_idle_secs: Option<u64>,
 }
 

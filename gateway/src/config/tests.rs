@@ -40,6 +40,9 @@ fn defaults_are_closed() {
         ["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"]
     );
     assert_eq!(config.listen.max_body_bytes, 4 * 1024 * 1024);
+    assert_eq!(config.listen.max_sessions, 1024);
+    assert_eq!(config.listen.max_sessions_per_client, 256);
+    assert_eq!(config.listen.session_idle, Duration::from_secs(300));
     assert_eq!(
         config.storage.database_url,
         "sqlite:///etc/gw/data/gateway.db"
@@ -268,5 +271,21 @@ fn access_defaults_are_closed_and_errors_name_the_section() {
     check_err(
         "[servers.a]\ncommand = \"x\"\nmax_concurrent = 0\n",
         expect![[r#"/etc/gw/gateway.toml:1: servers.a.max_concurrent: must be at least 1"#]],
+    );
+}
+
+#[test]
+fn a_session_outlives_the_call_timeout() {
+    let parse = |text: &str| Config::parse(Path::new("/etc/gw/gateway.toml"), text, &vars());
+    // Unset, the idle time grows with a longer call timeout.
+    let config = parse("[timeouts]\ncall_secs = 900\n").unwrap();
+    assert_eq!(config.listen.session_idle, Duration::from_secs(900));
+    // Set shorter than the call timeout, it is an error that says why.
+    let error = parse("[listen]\nsession_idle_secs = 30\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("listen.session_idle_secs: 30 is shorter than the call timeout (60 s"),
+        "{error}"
     );
 }
