@@ -346,7 +346,6 @@ impl Call {
             )
             .await
             .map_err(|source| service_error(&upstream.spec.name, source))?;
-        inflight.set_upstream_token(handle.progress_token.clone());
         Ok(Self {
             server: upstream.name.clone(),
             method,

@@ -108,12 +108,6 @@ impl InflightGuard {
     pub fn key(&self) -> CallKey {
         CallKey(self.key)
     }
-
-    /// Records the progress token the upstream request went out with, so the upstream's
-    /// progress notifications find this call.
-    pub fn set_upstream_token(&self, token: ProgressToken) {
-        self.sessions.bind_upstream_token(self.key(), token);
-    }
 }
 
 /// The in-flight call an upstream request belongs to; see [`InflightGuard::key`].
@@ -377,7 +371,7 @@ mod tests {
         assert!(sessions.route_unattributed("other").is_err());
         // Progress is matched by the upstream token, once it is known.
         assert!(sessions.route_progress("s", &upstream_token).is_none());
-        call.set_upstream_token(upstream_token.clone());
+        sessions.bind_upstream_token(call.key(), upstream_token.clone());
         let (_, token) = sessions.route_progress("s", &upstream_token).unwrap();
         assert_eq!(token, client_token);
 

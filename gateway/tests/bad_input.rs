@@ -17,12 +17,20 @@ const INITIALIZE: &str = r#"{"jsonrpc": "2.0", "id": 1, "method": "initialize", 
     "protocolVersion": "2025-11-25", "capabilities": {},
     "clientInfo": {"name": "bad-input-test", "version": "1"}}}"#;
 
+#[derive(Clone)]
 struct Http {
     client: Client,
     url: String,
 }
 
 impl Http {
+    fn to(gw: &common::TestGateway) -> Self {
+        Self {
+            client: Client::new(),
+            url: gw.url(),
+        }
+    }
+
     async fn post(
         &self,
         session: Option<&str>,
@@ -60,6 +68,15 @@ impl Http {
     }
 }
 
+/// A gateway with `listen` as its `[listen]` table, in front of the demo server.
+async fn gateway(listen: &str) -> common::TestGateway {
+    common::start(&format!(
+        "[listen]\n{listen}\n{}",
+        common::demo_server("demo")
+    ))
+    .await
+}
+
 /// The JSON-RPC message in a JSON or SSE response body.
 fn message(body: &str) -> Value {
     let json = body
@@ -79,15 +96,9 @@ fn error_code(body: &str) -> i64 {
 
 #[tokio::test]
 async fn each_bad_request_gets_its_answer_and_the_gateway_keeps_serving() {
-    let gw = common::start(&format!(
-        "[listen]\nmax_body_bytes = 65536\nallowed_origins = [\"http://localhost:6274\"]\n{}",
-        common::demo_server("demo")
-    ))
-    .await;
-    let http = Http {
-        client: Client::new(),
-        url: gw.url(),
-    };
+    let gw =
+        gateway("max_body_bytes = 65536\nallowed_origins = [\"http://localhost:6274\"]\n").await;
+    let http = Http::to(&gw);
     let session = http.initialize().await;
 
     // Malformed JSON: parse error.
@@ -302,11 +313,7 @@ async fn raw_exchange(addr: std::net::SocketAddr, head: &str, body: &[u8]) -> St
 
 #[tokio::test]
 async fn bodies_that_cannot_arrive_are_answered_at_once() {
-    let gw = common::start(&format!(
-        "[listen]\nmax_body_bytes = 65536\n{}",
-        common::demo_server("demo")
-    ))
-    .await;
+    let gw = gateway("max_body_bytes = 65536\n").await;
     let head = |length: usize| {
         format!(
             "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
@@ -325,11 +332,7 @@ async fn bodies_that_cannot_arrive_are_answered_at_once() {
 #[tokio::test]
 async fn connections_that_send_nothing_are_closed_and_capped() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let gw = common::start(&format!(
-        "[listen]\nmax_connections = 3\n{}",
-        common::demo_server("demo")
-    ))
-    .await;
+    let gw = gateway("max_connections = 3\n").await;
     let health = format!("http://{}/healthz", gw.addr);
     // Three connections that never make a request take every slot: one that never finishes its
     // headers, an HTTP/2 one that opens no stream (and answers no ping), and one that sends
@@ -371,15 +374,8 @@ async fn connections_that_send_nothing_are_closed_and_capped() {
 
 #[tokio::test]
 async fn sessions_are_capped_and_an_id_in_flight_is_not_taken_twice() {
-    let gw = common::start(&format!(
-        "[listen]\nmax_sessions = 2\nsession_idle_secs = 5\n{}",
-        common::demo_server("demo")
-    ))
-    .await;
-    let http = Http {
-        client: Client::new(),
-        url: gw.url(),
-    };
+    let gw = gateway("max_sessions = 2\nsession_idle_secs = 5\n").await;
+    let http = Http::to(&gw);
     let first = http.initialize().await;
     let second = http.initialize().await;
 
@@ -418,24 +414,8 @@ async fn sessions_are_capped_and_an_id_in_flight_is_not_taken_twice() {
         "params": {"name": "demo__countdown", "arguments": {"seconds": 1}}})
     .to_string();
     let in_flight = tokio::spawn({
-        let client = http.client.clone();
-        let url = http.url.clone();
-        let third = third.clone();
-        async move {
-            client
-                .post(url)
-                .header("content-type", "application/json")
-                .header("accept", ACCEPT)
-                .header("mcp-session-id", third)
-                .header("mcp-protocol-version", "2025-11-25")
-                .body(slow)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        }
+        let (http, third) = (http.clone(), third.clone());
+        async move { http.post(Some(&third), slow).await.2 }
     });
     let reused = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/list"}).to_string();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -230,6 +230,15 @@ const DEFAULT_MAX_SESSIONS_PER_CLIENT: usize = 256;
 const DEFAULT_SESSION_IDLE_SECS: u64 = 300;
 const MAX_SERVER_NAME: usize = 63;
 
+/// `value`, or `default` when unset; 0 is an error naming `listen.<key>`.
+fn at_least_one(value: Option<usize>, default: usize, key: &str) -> Result<usize, String> {
+    match value {
+        Some(0) => Err(format!("listen.{key}: must be at least 1")),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    }
+}
+
 impl Config {
     /// Reads, parses and validates `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -321,63 +330,38 @@ impl Config {
                 ]
             }),
             max_body_bytes: listen.max_body_bytes.unwrap_or(DEFAULT_BODY_LIMIT),
-            max_connections: match listen.max_connections {
-                Some(0) => {
-                    return Err(ConfigError::new(
-                        path,
-                        None,
-                        "listen.max_connections: must be at least 1",
-                    ));
-                }
-                Some(n) => n,
-                None => DEFAULT_MAX_CONNECTIONS,
-            },
-            max_sessions: match listen.max_sessions {
-                Some(0) => {
-                    return Err(ConfigError::new(
-                        path,
-                        None,
-                        "listen.max_sessions: must be at least 1",
-                    ));
-                }
-                Some(n) => n,
-                None => DEFAULT_MAX_SESSIONS,
-            },
-            max_sessions_per_client: match listen.max_sessions_per_client {
-                Some(0) => {
-                    return Err(ConfigError::new(
-                        path,
-                        None,
-                        "listen.max_sessions_per_client: must be at least 1",
-                    ));
-                }
-                Some(n) => n,
-                None => DEFAULT_MAX_SESSIONS_PER_CLIENT,
-            },
-            session_idle: match listen.session_idle_secs {
-                Some(0) => {
-                    return Err(ConfigError::new(
-                        path,
-                        None,
-                        "listen.session_idle_secs: must be at least 1",
-                    ));
-                }
-                // rmcp ends a session after this long without a message either way, so a call
-                // that runs longer without progress would lose its session mid-call.
-                Some(secs) if Duration::from_secs(secs) < call_default => {
+            max_connections: at_least_one(
+                listen.max_connections,
+                DEFAULT_MAX_CONNECTIONS,
+                "max_connections",
+            )
+            .map_err(|m| ConfigError::new(path, None, m))?,
+            max_sessions: at_least_one(listen.max_sessions, DEFAULT_MAX_SESSIONS, "max_sessions")
+                .map_err(|m| ConfigError::new(path, None, m))?,
+            max_sessions_per_client: at_least_one(
+                listen.max_sessions_per_client,
+                DEFAULT_MAX_SESSIONS_PER_CLIENT,
+                "max_sessions_per_client",
+            )
+            .map_err(|m| ConfigError::new(path, None, m))?,
+            // rmcp ends a session after this long without a message either way, so a call that
+            // runs longer without progress would lose its session mid-call. Unset, it is never
+            // shorter than the call timeout either.
+            session_idle: match listen.session_idle_secs.map(Duration::from_secs) {
+                Some(idle) if idle.is_zero() || idle < call_default => {
                     return Err(ConfigError::new(
                         path,
                         None,
                         format!(
-                            "listen.session_idle_secs: {secs} is shorter than the call timeout \
+                            "listen.session_idle_secs: {} is shorter than the call timeout \
                              ({} s, timeouts.call_secs): a call that sends nothing for longer \
                              would lose its session",
+                            idle.as_secs(),
                             call_default.as_secs()
                         ),
                     ));
                 }
-                Some(secs) => Duration::from_secs(secs),
-                // Unset, it is never shorter than the call timeout either.
+                Some(idle) => idle,
                 None => Duration::from_secs(DEFAULT_SESSION_IDLE_SECS).max(call_default),
             },
         };

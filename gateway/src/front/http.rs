@@ -16,7 +16,7 @@ use rmcp::transport::streamable_http_server::{
 };
 use tokio::net::TcpListener;
 
-use super::sessions::{Sessions, SessionsError};
+use super::sessions::{Refusal, Sessions};
 use crate::{Gateway, handler::GatewayHandler};
 
 /// Builds the HTTP stack, outermost layer first.
@@ -493,15 +493,6 @@ fn jsonrpc_error(
 /// Reads a POST body within the limit and checks that it is one JSON-RPC message before the MCP
 /// transport sees it.
 async fn jsonrpc_guard(limit: usize, request: Request, next: Next) -> Response {
-    if request.method() == Method::DELETE {
-        // A session that ended is answered 200: 202 promises work still to come, and SDK
-        // clients that accept only 200 or 204 log the DELETE as failed.
-        let mut response = next.run(request).await;
-        if response.status() == StatusCode::ACCEPTED {
-            *response.status_mut() = StatusCode::OK;
-        }
-        return response;
-    }
     if request.method() != Method::POST {
         return next.run(request).await;
     }
@@ -562,11 +553,12 @@ async fn jsonrpc_guard(limit: usize, request: Request, next: Next) -> Response {
             format!("Invalid Request: {why}"),
         );
     }
+    let initialize = value.get("method").and_then(|m| m.as_str()) == Some("initialize");
     // rmcp takes an `initialize` whose params do not fit for some other request, and answers
     // that a session is required; the client is told what is wrong instead. Other protocol
     // methods with unfitting params reach the handler, which answers -32602 for both doors
     // (`GatewayHandler::on_custom_request`).
-    if value.get("method").and_then(|m| m.as_str()) == Some("initialize")
+    if initialize
         && !modern_request(&parts.headers, &value)
         && value.get("params").is_none_or(|p| {
             <rmcp::model::InitializeRequestParams as serde::Deserialize>::deserialize(p).is_err()
@@ -581,9 +573,7 @@ async fn jsonrpc_guard(limit: usize, request: Request, next: Next) -> Response {
     }
     let mut request = Request::from_parts(parts, Body::from(bytes));
     // rmcp opens a session for every `initialize` without a session id, whatever era it names.
-    if value.get("method").and_then(|m| m.as_str()) == Some("initialize")
-        && !request.headers().contains_key("mcp-session-id")
-    {
+    if initialize && !request.headers().contains_key("mcp-session-id") {
         request.extensions_mut().insert(OpensSession {
             id: value.get("id").cloned().unwrap_or(serde_json::Value::Null),
         });
@@ -600,7 +590,7 @@ struct OpensSession {
 
 /// Lets an `initialize` open a session only while there is room: fewer than
 /// `listen.max_sessions` open in all, and fewer than `listen.max_sessions_per_client` for the
-/// client it comes from, so that one client cannot take every session.
+/// client it comes from, so that one client cannot take every session. Also answers DELETE.
 async fn admit_session(sessions: Arc<Sessions>, request: Request, next: Next) -> Response {
     if request.method() == Method::DELETE {
         return delete_session(&sessions, request, next).await;
@@ -614,23 +604,20 @@ async fn admit_session(sessions: Arc<Sessions>, request: Request, next: Next) ->
     ) else {
         return next.run(request).await;
     };
-    if let Err(refusal) = sessions.room_for(&identity.client).await {
-        return sessions_full(&sessions, &identity.client, &refusal, opens.id);
+    // The session manager checks for room and counts the session against this client as rmcp
+    // creates it; rmcp answers its refusal with a plain 500, replaced here.
+    let (response, refused) =
+        super::sessions::opening(identity.client.clone(), next.run(request)).await;
+    match refused {
+        Some(refusal) => sessions_full(&sessions, &identity.client, refusal, opens.id),
+        None => response,
     }
-    // The session manager counts the session against this client as rmcp creates it.
-    let response = super::sessions::opening(identity.client.clone(), next.run(request)).await;
-    // The session manager refused the session (another `initialize` took the last room since
-    // the check above), which rmcp answers with a plain 500.
-    if response.status() == StatusCode::INTERNAL_SERVER_ERROR
-        && let Err(refusal) = sessions.room_for(&identity.client).await
-    {
-        return sessions_full(&sessions, &identity.client, &refusal, opens.id);
-    }
-    response
 }
 
-/// Ends a session; one that did not exist, or had already ended, is 404 as for any other
-/// request that names it (rmcp answers 202 either way).
+/// Ends a session. rmcp answers 202 whether it existed or not: a session that ended is answered
+/// 200 (202 promises work still to come, and SDK clients that accept only 200 or 204 log the
+/// DELETE as failed), and one that did not exist, or had already ended, 404 as for any other
+/// request that names it.
 async fn delete_session(sessions: &Sessions, request: Request, next: Next) -> Response {
     let known = match request
         .headers()
@@ -641,8 +628,12 @@ async fn delete_session(sessions: &Sessions, request: Request, next: Next) -> Re
         None => true,
     };
     let mut response = next.run(request).await;
-    if !known && response.status().is_success() {
-        *response.status_mut() = StatusCode::NOT_FOUND;
+    if response.status() == StatusCode::ACCEPTED {
+        *response.status_mut() = if known {
+            StatusCode::OK
+        } else {
+            StatusCode::NOT_FOUND
+        };
     }
     response
 }
@@ -652,7 +643,7 @@ async fn delete_session(sessions: &Sessions, request: Request, next: Next) -> Re
 fn sessions_full(
     sessions: &Sessions,
     client: &str,
-    refusal: &SessionsError,
+    refusal: Refusal,
     id: serde_json::Value,
 ) -> Response {
     match sessions.refused() {

@@ -27,24 +27,45 @@ use rmcp::{
 /// Why a session operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionsError {
-    #[error("{0} sessions are open, the most `listen.max_sessions` allows")]
-    Full(usize),
-    #[error("this client has {0} sessions open, the most `listen.max_sessions_per_client` allows")]
-    ClientFull(usize),
+    #[error(transparent)]
+    Refused(#[from] Refusal),
     #[error(transparent)]
     Local(#[from] LocalSessionManagerError),
 }
 
+/// Why there is no room for another session.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+pub enum Refusal {
+    #[error("{0} sessions are open, the most `listen.max_sessions` allows")]
+    Full(usize),
+    #[error("this client has {0} sessions open, the most `listen.max_sessions_per_client` allows")]
+    ClientFull(usize),
+}
+
+/// The `initialize` being served in this task: rmcp creates its session inside the request's
+/// task, without a way to pass the request along, and answers a refusal with a plain 500.
+struct Opening {
+    client: String,
+    refused: std::cell::Cell<Option<Refusal>>,
+}
+
 tokio::task_local! {
-    /// The client whose `initialize` is being served: rmcp creates the session inside that
-    /// request's task, without a way to pass the request along.
-    static OPENING_CLIENT: String;
+    static OPENING: Opening;
 }
 
 /// Runs `serve` (the handling of an `initialize`) with `client` as the client any session it
-/// creates belongs to.
-pub async fn opening<F: Future>(client: String, serve: F) -> F::Output {
-    OPENING_CLIENT.scope(client, serve).await
+/// creates belongs to. Also returns why the session was refused, if it was.
+pub async fn opening<F: Future>(client: String, serve: F) -> (F::Output, Option<Refusal>) {
+    let opening = Opening {
+        client,
+        refused: std::cell::Cell::new(None),
+    };
+    OPENING
+        .scope(opening, async {
+            let output = serve.await;
+            (output, OPENING.with(|o| o.refused.get()))
+        })
+        .await
 }
 
 /// The request ids in flight in each session.
@@ -70,12 +91,8 @@ struct Refusals {
     reported: Option<std::time::Instant>,
 }
 
-/// Which client opened each session, and how many each client has open.
-#[derive(Default)]
-struct Owners {
-    of: HashMap<SessionId, String>,
-    count: HashMap<String, usize>,
-}
+/// Which client opened each session.
+type Owners = HashMap<SessionId, String>;
 
 impl Sessions {
     pub fn new(max: usize, max_per_client: usize, idle: std::time::Duration) -> Self {
@@ -97,29 +114,19 @@ impl Sessions {
         self.local.sessions.read().await.len()
     }
 
-    /// Whether `client` may open a session now.
-    pub async fn room_for(&self, client: &str) -> Result<(), SessionsError> {
+    /// Whether `client` (when known) may open a session now.
+    async fn room_for(&self, client: Option<&str>) -> Result<(), Refusal> {
         let open = self.open().await;
         if open >= self.max {
-            return Err(SessionsError::Full(open));
+            return Err(Refusal::Full(open));
         }
-        let mine = self.lock_owners().count.get(client).copied().unwrap_or(0);
-        if mine >= self.max_per_client {
-            return Err(SessionsError::ClientFull(mine));
-        }
-        Ok(())
-    }
-
-    fn forget(&self, id: &SessionId) {
-        let mut owners = self.lock_owners();
-        if let Some(client) = owners.of.remove(id)
-            && let Some(count) = owners.count.get_mut(&client)
-        {
-            *count -= 1;
-            if *count == 0 {
-                owners.count.remove(&client);
+        if let Some(client) = client {
+            let mine = self.lock_owners().values().filter(|c| *c == client).count();
+            if mine >= self.max_per_client {
+                return Err(Refusal::ClientFull(mine));
             }
         }
+        Ok(())
     }
 
     /// Counts a refused `initialize`. Returns how many were refused since the last report when
@@ -178,20 +185,14 @@ impl SessionManager for Sessions {
         // Checked and counted under one lock, so that `initialize`s sent all at once cannot each
         // find the last room.
         let _creating = self.creating.lock().await;
-        let client = OPENING_CLIENT.try_with(Clone::clone).ok();
-        if let Some(client) = &client {
-            self.room_for(client).await?;
-        } else {
-            let open = self.open().await;
-            if open >= self.max {
-                return Err(SessionsError::Full(open));
-            }
+        let client = OPENING.try_with(|o| o.client.clone()).ok();
+        if let Err(refusal) = self.room_for(client.as_deref()).await {
+            let _ = OPENING.try_with(|o| o.refused.set(Some(refusal)));
+            return Err(refusal.into());
         }
         let (id, transport) = self.local.create_session().await?;
         if let Some(client) = client {
-            let mut owners = self.lock_owners();
-            *owners.count.entry(client.clone()).or_default() += 1;
-            owners.of.insert(id.clone(), client);
+            self.lock_owners().insert(id.clone(), client);
         }
         Ok((id, transport))
     }
@@ -210,7 +211,7 @@ impl SessionManager for Sessions {
 
     async fn close_session(&self, id: &SessionId) -> Result<(), Self::Error> {
         let closed = self.local.close_session(id).await;
-        self.forget(id);
+        self.lock_owners().remove(id);
         self.in_flight
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -224,7 +225,7 @@ impl SessionManager for Sessions {
         message: ClientJsonRpcMessage,
     ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
         // rmcp streams only requests; anything else passes as it is.
-        let release = match &message {
+        let mut release = match &message {
             ClientJsonRpcMessage::Request(request) => {
                 let request_id = request.id.clone();
                 let fresh = self
@@ -261,8 +262,16 @@ impl SessionManager for Sessions {
             }
             _ => None,
         };
-        // On failure `release` is dropped here, and the id is free again.
-        let stream = self.local.create_stream(id, message).await?;
+        let stream = match self.local.create_stream(id, message).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                // The request never reached the session: its id is free again.
+                if let Some(release) = &mut release {
+                    release.ended = true;
+                }
+                return Err(e.into());
+            }
+        };
         Ok(futures::stream::unfold(
             (Box::pin(stream), release),
             |(mut stream, mut release)| async move {
