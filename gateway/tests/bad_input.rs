@@ -161,6 +161,18 @@ async fn each_bad_request_gets_its_answer_and_the_gateway_keeps_serving() {
             .await;
         assert_eq!(error_code(&body), -32602, "{body}");
     }
+    // A list cursor that is not a string: invalid params, not the first page again.
+    for cursor in [json!(5), json!({})] {
+        let (_, _, body) = http
+            .post(
+                Some(&session),
+                json!({"jsonrpc": "2.0", "id": 16, "method": "tools/list",
+                       "params": {"cursor": cursor}})
+                .to_string(),
+            )
+            .await;
+        assert_eq!(error_code(&body), -32602, "{body}");
+    }
     // So is an initialize without its params, instead of a complaint about the session.
     let (_, _, body) = http
         .post(

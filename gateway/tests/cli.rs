@@ -444,32 +444,25 @@ fn the_gateway_binary_carries_its_own_sandbox_runner() {
     assert_eq!(events.last().unwrap()["event"], "exited");
 }
 
-/// `mcp-gateway stdio` answers over the pipes a Python or Rust client hands it and over the Unix
-/// socket a Node client hands it (libuv makes its child's stdio from socket pairs); both are read
-/// and written on the runtime, without tokio's blocking-pool stdin and stdout.
-#[test]
-fn the_stdio_front_door_serves_pipes_and_sockets() {
-    use std::{
-        io::{BufRead, BufReader, Write},
-        os::{fd::OwnedFd, unix::net::UnixStream},
-        process::Stdio,
-        sync::mpsc,
-        time::Duration,
-    };
+/// A client of `mcp-gateway stdio`, over pipes or (as Node hands its children) a Unix socket.
+struct StdioClient {
+    child: std::process::Child,
+    to: Box<dyn std::io::Write>,
+    received: std::sync::mpsc::Receiver<String>,
+}
 
-    let dir = tempfile::tempdir().unwrap();
-    let config = write(
-        dir.path(),
-        "gateway.toml",
-        &format!(
-            "[storage]\ndata_dir = \"{}\"\n",
-            dir.path().join("data").display()
-        ),
-    );
-    for socket in [false, true] {
+impl StdioClient {
+    fn start(config: &str, socket: bool) -> Self {
+        use std::{
+            io::{BufRead, BufReader},
+            os::{fd::OwnedFd, unix::net::UnixStream},
+            process::Stdio,
+            sync::mpsc,
+        };
+
         let mut command = Command::new(env!("CARGO_BIN_EXE_mcp-gateway"));
         command
-            .args(["stdio", "--config", &config])
+            .args(["stdio", "--config", config])
             .env("NO_COLOR", "1")
             .stderr(Stdio::null());
         let ours = if socket {
@@ -484,7 +477,7 @@ fn the_stdio_front_door_serves_pipes_and_sockets() {
         };
         let mut child = command.spawn().unwrap();
         drop(command);
-        let (mut to, from): (Box<dyn Write>, Box<dyn std::io::Read + Send>) = match ours {
+        let (to, from): (Box<dyn std::io::Write>, Box<dyn std::io::Read + Send>) = match ours {
             Some(ours) => (Box::new(ours.try_clone().unwrap()), Box::new(ours)),
             None => (
                 Box::new(child.stdin.take().unwrap()),
@@ -501,36 +494,161 @@ fn the_stdio_front_door_serves_pipes_and_sockets() {
                 }
             }
         });
-        let mut ask = |message: serde_json::Value| {
-            writeln!(to, "{message}").unwrap();
-            to.flush().unwrap();
-        };
-        let answer = || -> serde_json::Value {
-            let line = received
-                .recv_timeout(Duration::from_secs(60))
-                .expect("an answer");
-            serde_json::from_str(&line).unwrap()
-        };
-        ask(serde_json::json!({
+        Self {
+            child,
+            to,
+            received,
+        }
+    }
+
+    fn send_raw(&mut self, bytes: &[u8]) {
+        self.to.write_all(bytes).unwrap();
+        self.to.flush().unwrap();
+    }
+
+    fn ask(&mut self, message: serde_json::Value) {
+        self.send_raw(format!("{message}\n").as_bytes());
+    }
+
+    fn answer(&self) -> serde_json::Value {
+        let line = self
+            .received
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("an answer");
+        serde_json::from_str(&line).unwrap()
+    }
+
+    fn initialize(&mut self) -> serde_json::Value {
+        self.ask(serde_json::json!({
             "jsonrpc": "2.0", "id": 1, "method": "initialize",
             "params": {"protocolVersion": "2025-11-25", "capabilities": {},
                        "clientInfo": {"name": "test", "version": "1"}}
         }));
-        let initialized = answer();
+        let initialized = self.answer();
+        self.ask(serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+        initialized
+    }
+}
+
+impl Drop for StdioClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn stdio_config(dir: &Path, extra: &str) -> String {
+    write(
+        dir,
+        "gateway.toml",
+        &format!(
+            "{extra}[storage]\ndata_dir = \"{}\"\n",
+            dir.join("data").display()
+        ),
+    )
+}
+
+/// `mcp-gateway stdio` answers over the pipes a Python or Rust client hands it and over the Unix
+/// socket a Node client hands it (libuv makes its child's stdio from socket pairs); both are read
+/// and written on the runtime, without tokio's blocking-pool stdin and stdout.
+#[test]
+fn the_stdio_front_door_serves_pipes_and_sockets() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = stdio_config(dir.path(), "");
+    for socket in [false, true] {
+        let mut client = StdioClient::start(&config, socket);
+        let initialized = client.initialize();
         assert_eq!(initialized["id"], 1, "socket: {socket}");
         assert_eq!(
             initialized["result"]["protocolVersion"], "2025-11-25",
             "socket: {socket}"
         );
-        ask(serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
-        ask(serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}));
-        let listed = answer();
+        client.ask(serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}));
+        let listed = client.answer();
         assert_eq!(listed["id"], 2, "socket: {socket}");
         assert!(
             listed["result"]["tools"].is_array(),
             "socket: {socket}: {listed}"
         );
-        let _ = child.kill();
-        let _ = child.wait();
     }
+}
+
+/// Each bad line gets the answer the HTTP front door gives the same body, and the session goes
+/// on: not JSON, not a JSON-RPC 2.0 message, a cursor that is not a string, a line over
+/// `listen.max_body_bytes` (whole, and arriving in pieces).
+#[test]
+fn the_stdio_front_door_answers_bad_lines_and_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = stdio_config(dir.path(), "[listen]\nmax_body_bytes = 2048\n");
+    let mut client = StdioClient::start(&config, false);
+    assert_eq!(client.initialize()["id"], 1);
+
+    let expect = |client: &mut StdioClient, line: &[u8], id: serde_json::Value, code: i64| {
+        client.send_raw(line);
+        let answer = client.answer();
+        let shown = String::from_utf8_lossy(&line[..line.len().min(80)]).into_owned();
+        assert_eq!(answer["id"], id, "{shown}: {answer}");
+        assert_eq!(answer["error"]["code"], code, "{shown}: {answer}");
+        answer
+    };
+    expect(&mut client, b"{bad json\n", serde_json::Value::Null, -32700);
+    expect(
+        &mut client,
+        b"[{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"ping\"}]\n",
+        serde_json::Value::Null,
+        -32600,
+    );
+    expect(
+        &mut client,
+        b"{\"jsonrpc\":\"1.0\",\"id\":3,\"method\":\"ping\"}\n",
+        3.into(),
+        -32600,
+    );
+    let cursor = expect(
+        &mut client,
+        b"{\"jsonrpc\":\"2.0\",\"id\":4,\"method\":\"tools/list\",\"params\":{\"cursor\":5}}\n",
+        4.into(),
+        -32602,
+    );
+    assert!(
+        cursor["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`cursor` must be a string")
+    );
+    // Over the limit in one piece, with a good line behind it in the same write.
+    let long = format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"ping\",\"params\":{{\"_meta\":{{\"x\":\"{}\"}}}}}}\n",
+        "a".repeat(3000)
+    );
+    let mut both = long.clone().into_bytes();
+    both.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":6,\"method\":\"ping\"}\r\n");
+    client.send_raw(&both);
+    // A line answered at the door may be answered after a later one that rmcp answers.
+    let (mut refused, mut pong) = (client.answer(), client.answer());
+    if refused["id"] == 6 {
+        std::mem::swap(&mut refused, &mut pong);
+    }
+    assert_eq!(refused["id"], serde_json::Value::Null, "{refused}");
+    assert_eq!(refused["error"]["code"], -32600, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2048 bytes"),
+        "{refused}"
+    );
+    assert_eq!(
+        pong,
+        serde_json::json!({"jsonrpc": "2.0", "id": 6, "result": {}})
+    );
+    // Over the limit before its end has arrived: refused once, and the rest of it dropped.
+    let (head, tail) = long.as_bytes().split_at(2500);
+    expect(&mut client, head, serde_json::Value::Null, -32600);
+    client.send_raw(tail);
+    client.ask(serde_json::json!({"jsonrpc": "2.0", "id": 7, "method": "ping"}));
+    assert_eq!(
+        client.answer(),
+        serde_json::json!({"jsonrpc": "2.0", "id": 7, "result": {}})
+    );
 }

@@ -1,6 +1,7 @@
 //! The stdio front door (`mcp-gateway stdio`), for clients that launch a command.
 //!
-//! Only MCP messages are written to stdout; logs go to stderr (see `main.rs`).
+//! Only MCP messages are written to stdout; logs go to stderr (see `main.rs`). Each line the
+//! client writes is checked as the HTTP front door checks a POST body (see [`Lines`]).
 
 use std::{
     fs::File,
@@ -11,9 +12,15 @@ use std::{
     sync::Arc,
 };
 
-use rmcp::ServiceExt;
-use tokio::io::{AsyncRead, AsyncWrite};
+use bytes::BytesMut;
+use rmcp::{
+    RoleServer, ServiceExt,
+    model::{ClientJsonRpcMessage, ServerJsonRpcMessage},
+    transport::Transport,
+};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
+use super::{check_message, check_params};
 use crate::{Gateway, handler::GatewayHandler};
 
 /// Serves one client over this process's stdin and stdout until it disconnects.
@@ -24,7 +31,8 @@ pub async fn serve(gateway: Arc<Gateway>) -> anyhow::Result<()> {
     let _ =
         tokio::time::timeout(gateway.config.routing.connect_timeout, gateway.wait_ready()).await;
     let handler = GatewayHandler::stdio(gateway.clone());
-    let service = handler.serve((reader(), writer())).await?;
+    let limit = gateway.config.listen.max_body_bytes;
+    let service = handler.serve(Lines::new(reader(), writer(), limit)).await?;
     let _ = service.waiting().await;
     Ok(())
 }
@@ -85,4 +93,185 @@ fn on_runtime<T>(
     pollable
         .inspect_err(|e| tracing::debug!(error = %e, "{name}: not pollable; using tokio's"))
         .ok()
+}
+
+/// MCP as newline-delimited JSON over a reader and a writer, with each line checked before rmcp
+/// sees it, as the HTTP front door checks a body: a line that is not JSON gets -32700, one that is
+/// not a JSON-RPC 2.0 message -32600 (with its id when it has one), a list request whose cursor
+/// is not a string -32602, and a line longer than `listen.max_body_bytes` -32600, without being
+/// held in memory. The client's session goes on after each of them. rmcp's own line transport
+/// answered a line that is not JSON with -32600 and a `"jsonrpc": "1.0"` request not at all.
+pub struct Lines {
+    reader: Reader,
+    /// What has been read and not yet taken as a line.
+    buf: BytesMut,
+    /// How much of `buf` is known to hold no newline.
+    scanned: usize,
+    /// The line being read is over the limit: it is dropped up to its newline.
+    discarding: bool,
+    limit: usize,
+    eof: bool,
+    writer: Arc<tokio::sync::Mutex<Writer>>,
+}
+
+impl Lines {
+    pub fn new(reader: Reader, writer: Writer, limit: usize) -> Self {
+        Self {
+            reader,
+            buf: BytesMut::new(),
+            scanned: 0,
+            discarding: false,
+            limit,
+            eof: false,
+            writer: Arc::new(tokio::sync::Mutex::new(writer)),
+        }
+    }
+
+    /// The next whole line in the buffer, without its line ending.
+    fn next_line(&mut self) -> Option<BytesMut> {
+        loop {
+            let Some(at) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') else {
+                self.scanned = self.buf.len();
+                if self.buf.len() > self.limit {
+                    self.too_long();
+                }
+                return None;
+            };
+            let mut line = self.buf.split_to(self.scanned + at + 1);
+            self.scanned = 0;
+            if std::mem::take(&mut self.discarding) {
+                continue;
+            }
+            line.truncate(line.len() - 1);
+            if line.last() == Some(&b'\r') {
+                line.truncate(line.len() - 1);
+            }
+            if line.len() > self.limit {
+                self.reply(serde_json::Value::Null, -32600, self.too_long_message());
+                continue;
+            }
+            return Some(line);
+        }
+    }
+
+    /// Drops the line being read, which is over the limit and has no end yet, and tells the
+    /// client once.
+    fn too_long(&mut self) {
+        if !self.discarding {
+            self.reply(serde_json::Value::Null, -32600, self.too_long_message());
+        }
+        self.discarding = true;
+        self.buf.clear();
+        self.scanned = 0;
+    }
+
+    fn too_long_message(&self) -> String {
+        format!(
+            "Invalid Request: the message exceeds {} bytes (`listen.max_body_bytes`)",
+            self.limit
+        )
+    }
+
+    /// The message on `line`, or `None` when the line was blank or has been answered here.
+    fn decode(&self, line: &[u8]) -> Option<ClientJsonRpcMessage> {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return None;
+        }
+        let value: serde_json::Value = match serde_json::from_slice(line) {
+            Ok(value) => value,
+            Err(e) => {
+                self.reply(serde_json::Value::Null, -32700, format!("Parse error: {e}"));
+                return None;
+            }
+        };
+        if let Err((id, why)) = check_message(&value) {
+            self.reply(id, -32600, format!("Invalid Request: {why}"));
+            return None;
+        }
+        if let Err((id, why)) = check_params(&value) {
+            self.reply(id, -32602, why);
+            return None;
+        }
+        // Typed from the bytes, as rmcp would: a duplicate key is refused, not resolved.
+        match serde_json::from_slice(line) {
+            Ok(message) => Some(message),
+            Err(e) => {
+                let id = value.get("id").cloned().unwrap_or(serde_json::Value::Null);
+                self.reply(id, -32600, format!("Invalid Request: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Answers a line that never reaches rmcp. The write runs in a task of its own, so that
+    /// [`Transport::receive`] stays safe to cancel.
+    fn reply(&self, id: serde_json::Value, code: i64, message: String) {
+        tracing::debug!(code, %message, "stdio: answered a bad message");
+        let mut line = serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": { "code": code, "message": message },
+        })
+        .to_string()
+        .into_bytes();
+        line.push(b'\n');
+        let writer = self.writer.clone();
+        tokio::spawn(async move {
+            let mut writer = writer.lock().await;
+            let _ = writer.write_all(&line).await;
+            let _ = writer.flush().await;
+        });
+    }
+}
+
+impl Transport<RoleServer> for Lines {
+    type Error = std::io::Error;
+
+    fn send(
+        &mut self,
+        item: ServerJsonRpcMessage,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        let writer = self.writer.clone();
+        let line = serde_json::to_vec(&item);
+        async move {
+            let mut line = line.map_err(std::io::Error::other)?;
+            line.push(b'\n');
+            let mut writer = writer.lock().await;
+            writer.write_all(&line).await?;
+            writer.flush().await
+        }
+    }
+
+    /// Cancel-safe: a line is taken from the buffer only when it is returned or answered.
+    async fn receive(&mut self) -> Option<ClientJsonRpcMessage> {
+        loop {
+            while let Some(line) = self.next_line() {
+                if let Some(message) = self.decode(&line) {
+                    return Some(message);
+                }
+            }
+            if self.eof {
+                return None;
+            }
+            self.buf.reserve(8 * 1024);
+            match self.reader.read_buf(&mut self.buf).await {
+                Ok(0) => {
+                    self.eof = true;
+                    // A last message without a line ending is still a message.
+                    if !self.buf.is_empty() && !self.discarding {
+                        self.buf.extend_from_slice(b"\n");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "stdio: cannot read stdin");
+                    return None;
+                }
+            }
+        }
+    }
+
+    async fn close(&mut self) -> Result<(), Self::Error> {
+        self.writer.lock().await.shutdown().await
+    }
 }
