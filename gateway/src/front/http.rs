@@ -307,9 +307,12 @@ const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// connections are also bounded by [`HEADER_READ_TIMEOUT`]; this one is what closes an HTTP/2
 /// connection that opens no stream, or a connection that never says which protocol it speaks.
 const CONNECTION_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a connection that is closing, with nothing in progress, may take to close itself
-/// before it is dropped.
+/// How long a connection that is closing, with nothing in progress and no byte moving either
+/// way, may take to close itself before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long a connection that is closing may take at most, bytes moving or not: a client still
+/// reading the end of a large response slowly gets this long, a peer that keeps talking no longer.
+const CLOSE_LIMIT: Duration = Duration::from_secs(60);
 
 /// Serves `gateway` on `listener` until the gateway shuts down.
 ///
@@ -385,12 +388,16 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) -> std::io::Res
             }
         }));
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .serve_connection_with_upgrades(
+                TokioIo::new(Metered::new(stream, activity.clone())),
+                service,
+            )
             .into_owned();
         let shutdown = shutdown.clone();
         connections.spawn(async move {
             let mut connection = std::pin::pin!(connection);
-            let mut closing = false;
+            // When the connection began to close.
+            let mut closing: Option<tokio::time::Instant> = None;
             loop {
                 tokio::select! {
                     result = connection.as_mut() => {
@@ -400,19 +407,26 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) -> std::io::Res
                         break;
                     }
                     // Requests in progress finish; then the connection closes (HTTP/2: GOAWAY).
-                    () = shutdown.cancelled(), if !closing => {
+                    () = shutdown.cancelled(), if closing.is_none() => {
                         connection.as_mut().graceful_shutdown();
-                        closing = true;
+                        closing = Some(tokio::time::Instant::now());
                     }
-                    () = activity.idle(CONNECTION_IDLE_TIMEOUT), if !closing => {
+                    () = activity.idle(CONNECTION_IDLE_TIMEOUT), if closing.is_none() => {
                         tracing::debug!("closing a connection idle for {} s",
                             CONNECTION_IDLE_TIMEOUT.as_secs());
                         connection.as_mut().graceful_shutdown();
-                        closing = true;
+                        closing = Some(tokio::time::Instant::now());
                     }
                     // An HTTP/2 peer that does not answer the GOAWAY's ping would keep the
-                    // connection open: once nothing is in progress, it is dropped.
-                    () = activity.idle(CLOSE_GRACE), if closing => break,
+                    // connection open: once nothing is in progress and no byte has moved for a
+                    // while, it is dropped. A response hyper has taken but not yet written (a
+                    // slow reader's) keeps bytes moving, up to the limit.
+                    () = activity.stalled(CLOSE_GRACE), if closing.is_some() => break,
+                    () = sleep_until_after(closing, CLOSE_LIMIT), if closing.is_some() => {
+                        tracing::debug!("dropping a connection still open {} s after it began to close",
+                            CLOSE_LIMIT.as_secs());
+                        break;
+                    }
                 }
             }
             drop(slot);
@@ -424,15 +438,68 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) -> std::io::Res
     Ok(())
 }
 
-/// Whether a connection has requests in progress: each request holds a [`Busy`] from its
-/// headers until its response body is done or dropped.
-#[derive(Default)]
+/// Sleeps until `limit` after `since`; forever without `since`.
+async fn sleep_until_after(since: Option<tokio::time::Instant>, limit: Duration) {
+    match since {
+        Some(since) => tokio::time::sleep_until(since + limit).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether a connection has requests in progress (each request holds a [`Busy`] from its
+/// headers until its response body is done or dropped), and when it last moved a byte.
 struct Activity {
     busy: std::sync::atomic::AtomicUsize,
     changed: tokio::sync::Notify,
+    started: tokio::time::Instant,
+    /// Milliseconds after `started` at which a byte was last read or written.
+    moved_at: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self {
+            busy: Default::default(),
+            changed: Default::default(),
+            started: tokio::time::Instant::now(),
+            moved_at: Default::default(),
+        }
+    }
 }
 
 impl Activity {
+    /// Notes that bytes were read or written.
+    fn moved(&self) {
+        let at = self.started.elapsed().as_millis() as u64;
+        self.moved_at
+            .store(at, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long since a byte was last read or written.
+    fn since_moved(&self) -> Duration {
+        let at = self.moved_at.load(std::sync::atomic::Ordering::Relaxed);
+        self.started
+            .elapsed()
+            .saturating_sub(Duration::from_millis(at))
+    }
+
+    /// Returns once no request has been in progress, and no byte has moved, for `quiet`.
+    async fn stalled(&self, quiet: Duration) {
+        loop {
+            self.idle(quiet).await;
+            let since = self.since_moved();
+            if since >= quiet {
+                return;
+            }
+            tokio::time::sleep(quiet - since).await;
+            if self.busy.load(std::sync::atomic::Ordering::SeqCst) == 0
+                && self.since_moved() >= quiet
+            {
+                return;
+            }
+        }
+    }
+
     fn begin(self: &Arc<Self>) -> Busy {
         self.busy.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.changed.notify_waiters();
@@ -465,6 +532,77 @@ impl Drop for Busy {
             .busy
             .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         self.0.changed.notify_waiters();
+    }
+}
+
+/// A connection's socket, noting in its [`Activity`] each read or write that moves a byte.
+struct Metered<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S> Metered<S> {
+    fn new(inner: S, activity: Arc<Activity>) -> Self {
+        Self { inner, activity }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Metered<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.moved();
+        }
+        result
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Metered<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let result = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(result, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.moved();
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let result = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(result, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.moved();
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -695,7 +833,37 @@ fn is_length_limit(error: &axum::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::host_allowed;
+    use std::{sync::Arc, time::Duration};
+
+    use super::{Activity, host_allowed};
+
+    /// A closing connection is dropped once nothing is in progress and no byte has moved for
+    /// the grace period, not while a slow reader is still taking the end of a response.
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_stalls_only_when_no_byte_moves() {
+        let grace = Duration::from_secs(5);
+        let activity = Arc::new(Activity::default());
+        let busy = activity.begin();
+        let stalled = tokio::spawn({
+            let activity = activity.clone();
+            async move { activity.stalled(grace).await }
+        });
+        // A request in progress: never stalled, however long.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(!stalled.is_finished());
+        // Its body is done, but hyper is still writing it: a byte every 3 s keeps it open.
+        drop(busy);
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            activity.moved();
+            assert!(!stalled.is_finished());
+        }
+        // Then nothing moves: stalled within two grace periods of the last byte.
+        let last = tokio::time::Instant::now();
+        stalled.await.unwrap();
+        let waited = last.elapsed();
+        assert!(waited >= grace && waited <= 2 * grace, "{waited:?}");
+    }
 
     #[test]
     fn hosts_match_as_rmcp_matches_them() {
