@@ -652,3 +652,60 @@ fn the_stdio_front_door_answers_bad_lines_and_keeps_serving() {
         serde_json::json!({"jsonrpc": "2.0", "id": 7, "result": {}})
     );
 }
+
+/// A client that sends bad lines without reading the answers stops being read once a few
+/// answers wait to be written, instead of the gateway holding every answer in memory; once it
+/// reads, every line has its answer.
+#[test]
+fn the_stdio_front_door_stops_reading_a_client_that_reads_nothing() {
+    use std::{
+        io::{BufRead, BufReader, Write},
+        process::Stdio,
+        time::Duration,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = stdio_config(dir.path(), "");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-gateway"))
+        .args(["stdio", "--config", &config])
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    const LINES: usize = 20_000;
+    // 2 MB of lines that are not JSON, far more than the pipes hold, then a ping.
+    let mut bad = format!("{{{}\n", "a".repeat(98)).repeat(LINES).into_bytes();
+    bad.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"ping\"}\n");
+    let mut to = child.stdin.take().unwrap();
+    let (done, written) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = to.write_all(&bad).and_then(|()| to.flush());
+        let _ = done.send(());
+    });
+    // Nothing reads the answers yet: the gateway stops reading, so the writer cannot finish.
+    assert!(
+        written.recv_timeout(Duration::from_secs(3)).is_err(),
+        "the gateway read 2 MB of lines while their answers went unread"
+    );
+    let mut errors = 0;
+    let mut pong = false;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let answer: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if answer["id"] == 2 {
+            pong = true;
+        } else {
+            assert_eq!(answer["error"]["code"], -32700, "{answer}");
+            errors += 1;
+        }
+        if pong && errors == LINES {
+            break;
+        }
+    }
+    assert!(pong);
+    assert_eq!(errors, LINES);
+    written.recv_timeout(Duration::from_secs(60)).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -112,7 +112,15 @@ pub struct Lines {
     limit: usize,
     eof: bool,
     writer: Arc<tokio::sync::Mutex<Writer>>,
+    /// Answers made here and not yet written, at most [`MAX_REPLIES`]: a client that sends bad
+    /// lines without reading what comes back stops being read, instead of growing the memory.
+    replies: Arc<tokio::sync::Semaphore>,
+    /// Room for the next answer made here, taken before a line is.
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
+
+/// How many answers made by [`Lines`] may wait to be written.
+const MAX_REPLIES: usize = 32;
 
 impl Lines {
     pub fn new(reader: Reader, writer: Writer, limit: usize) -> Self {
@@ -124,6 +132,8 @@ impl Lines {
             limit,
             eof: false,
             writer: Arc::new(tokio::sync::Mutex::new(writer)),
+            replies: Arc::new(tokio::sync::Semaphore::new(MAX_REPLIES)),
+            permit: None,
         }
     }
 
@@ -173,7 +183,7 @@ impl Lines {
     }
 
     /// The message on `line`, or `None` when the line was blank or has been answered here.
-    fn decode(&self, line: &[u8]) -> Option<ClientJsonRpcMessage> {
+    fn decode(&mut self, line: &[u8]) -> Option<ClientJsonRpcMessage> {
         if line.iter().all(u8::is_ascii_whitespace) {
             return None;
         }
@@ -205,7 +215,7 @@ impl Lines {
 
     /// Answers a line that never reaches rmcp. The write runs in a task of its own, so that
     /// [`Transport::receive`] stays safe to cancel.
-    fn reply(&self, id: serde_json::Value, code: i64, message: String) {
+    fn reply(&mut self, id: serde_json::Value, code: i64, message: String) {
         tracing::debug!(code, %message, "stdio: answered a bad message");
         let mut line = serde_json::json!({
             "jsonrpc": "2.0",
@@ -216,7 +226,9 @@ impl Lines {
         .into_bytes();
         line.push(b'\n');
         let writer = self.writer.clone();
+        let permit = self.permit.take();
         tokio::spawn(async move {
+            let _permit = permit;
             let mut writer = writer.lock().await;
             let _ = writer.write_all(&line).await;
             let _ = writer.flush().await;
@@ -245,10 +257,14 @@ impl Transport<RoleServer> for Lines {
     /// Cancel-safe: a line is taken from the buffer only when it is returned or answered.
     async fn receive(&mut self) -> Option<ClientJsonRpcMessage> {
         loop {
-            while let Some(line) = self.next_line() {
+            if self.permit.is_none() {
+                self.permit = Some(self.replies.clone().acquire_owned().await.ok()?);
+            }
+            if let Some(line) = self.next_line() {
                 if let Some(message) = self.decode(&line) {
                     return Some(message);
                 }
+                continue;
             }
             if self.eof {
                 return None;
