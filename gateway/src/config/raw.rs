@@ -74,7 +74,9 @@ pub struct RawListen {
     /// refused; requests without an `Origin` (non-browser clients) are accepted. An empty list
     /// refuses every browser origin.
     pub allowed_origins: Option<Vec<String>>,
-    /// Largest accepted request body in bytes. Default 4 MiB; larger bodies get HTTP 413.
+    /// Largest accepted request body in bytes. Default 4 MiB; larger bodies get HTTP 413. The
+    /// stdio front door takes messages (lines) up to the same size and answers a longer one
+    /// with JSON-RPC error -32600.
     pub max_body_bytes: Option<usize>,
     /// Most client connections open at once. Default 4096; further connections wait in the
     /// listen backlog until one closes. A connection with no request in progress for 30 seconds
