@@ -26,6 +26,7 @@ use rmcp::{
     service::RequestContext,
     transport::{
         StreamableHttpClientTransport, TokioChildProcess,
+        streamable_http_client::StreamableHttpClientTransportConfig,
         streamable_http_server::{
             StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
         },
@@ -141,7 +142,7 @@ async fn main() -> anyhow::Result<()> {
             calls,
             concurrency,
         } => {
-            let client = ().serve(StreamableHttpClientTransport::from_uri(url.as_str())).await?;
+            let client = ().serve(http_client(&url)?).await?;
             let m = measure(client.peer(), &tool, calls, concurrency).await?;
             println!(
                 "{concurrency} concurrent: {:.0} calls/s, p50 {:.0} µs, p99 {:.0} µs",
@@ -159,6 +160,18 @@ async fn main() -> anyhow::Result<()> {
             config_extra,
         } => bench(&gateway, calls, &concurrency, modern, &config_extra).await,
     }
+}
+
+/// An MCP client over Streamable HTTP that keeps its connections, as the Python SDK (httpx) and
+/// Node's `fetch` do. rmcp's own default client (`from_uri`) opens a connection for every
+/// request: it turns pooling off, because a server without TCP_NODELAY made a reused connection
+/// wait on delayed ACKs. Both servers measured here set TCP_NODELAY.
+fn http_client(url: &str) -> anyhow::Result<StreamableHttpClientTransport<reqwest::Client>> {
+    let client = reqwest::Client::builder().tcp_nodelay(true).build()?;
+    Ok(StreamableHttpClientTransport::with_client(
+        client,
+        StreamableHttpClientTransportConfig::with_uri(url),
+    ))
 }
 
 async fn echo_server(transport: EchoTransport) -> anyhow::Result<()> {
@@ -333,11 +346,7 @@ async fn bench(
             )
         } else {
             let (child, url) = spawn_with_url(&me, &["echo-server", "http"]).await?;
-            let direct = client(
-                StreamableHttpClientTransport::from_uri(url.as_str()),
-                modern,
-            )
-            .await?;
+            let direct = client(http_client(&url)?, modern).await?;
             (Some(child), direct)
         };
         // The gateway in front of the same kind of upstream.
@@ -369,11 +378,7 @@ async fn bench(
         )
         .await?;
         let gateway_pid = gateway_child.0.id().context("gateway pid")?;
-        let through = client(
-            StreamableHttpClientTransport::from_uri(url.as_str()),
-            modern,
-        )
-        .await?;
+        let through = client(http_client(&url)?, modern).await?;
 
         // A stdio upstream is also measured behind `mcp-gateway stdio`, the way a client that
         // launches its servers (Claude Desktop, Cursor) uses it: stdio on both sides, like the
