@@ -818,8 +818,9 @@ impl GatewayHandler {
                 .map_err(|refusal| refusal.into_error(|| Self::unknown_tool(name)))?;
             if conditions.sandbox.as_deref() == Some(crate::access::PER_CALL) {
                 let hash = tool.trust().map(|t| t.hash.as_str()).unwrap_or_default();
-                let sandboxed = upstream
-                    .per_call(tool.local, hash)
+                // Boxed, as is `resume` below: rare paths with large futures, which every
+                // call's future would otherwise make room for.
+                let sandboxed = Box::pin(upstream.per_call(tool.local, hash))
                     .await
                     .map_err(|e| McpError::internal_error(e.to_string(), None))?;
                 *sandbox = sandboxed.report().map(|report| (report, 0));
@@ -828,12 +829,12 @@ impl GatewayHandler {
         }
         upstream_request.arguments = arguments.into_request();
         if let Some(token) = gateway_state(&upstream_request.request_state) {
-            let result = pipeline::resume(
+            let result = Box::pin(pipeline::resume(
                 &self.gateway.sessions,
                 token,
                 upstream_request.input_responses.as_ref(),
                 context,
-            )
+            ))
             .await?;
             return match result {
                 ServerResult::CallToolResult(result) => Ok(CallToolResponse::Complete(result)),

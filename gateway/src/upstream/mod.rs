@@ -462,7 +462,10 @@ impl Upstream {
             }
             connections.remove(&session);
         }
-        let (connection, _) = self.open_connection().await?;
+        // Boxed: starting a connection is a large future, and every call's future would
+        // otherwise make room for it, though only a client's first call of a `per-client`
+        // server starts one.
+        let (connection, _) = Box::pin(self.open_connection()).await?;
         let peer = connection.peer().clone();
         connections.insert(session, connection);
         tracing::info!(server = %self.name, session, "opened a per-client upstream session");
