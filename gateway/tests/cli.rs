@@ -449,6 +449,8 @@ struct StdioClient {
     child: std::process::Child,
     to: Box<dyn std::io::Write>,
     received: std::sync::mpsc::Receiver<String>,
+    /// Our end of the socket, when the gateway was given one.
+    socket: Option<std::os::unix::net::UnixStream>,
 }
 
 impl StdioClient {
@@ -477,6 +479,7 @@ impl StdioClient {
         };
         let mut child = command.spawn().unwrap();
         drop(command);
+        let socket = ours.as_ref().map(|s| s.try_clone().unwrap());
         let (to, from): (Box<dyn std::io::Write>, Box<dyn std::io::Read + Send>) = match ours {
             Some(ours) => (Box::new(ours.try_clone().unwrap()), Box::new(ours)),
             None => (
@@ -498,6 +501,15 @@ impl StdioClient {
             child,
             to,
             received,
+            socket,
+        }
+    }
+
+    /// Ends what the client writes: the gateway reads the end of its input.
+    fn close_input(&mut self) {
+        self.to = Box::new(std::io::sink());
+        if let Some(socket) = &self.socket {
+            socket.shutdown(std::net::Shutdown::Write).unwrap();
         }
     }
 
@@ -708,4 +720,38 @@ fn the_stdio_front_door_stops_reading_a_client_that_reads_nothing() {
     written.recv_timeout(Duration::from_secs(60)).unwrap();
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// What rmcp's own transport took is still taken (a byte-order mark, `"params": null`); what a
+/// client must not be answered is not (its own response, if malformed, and notifications); and
+/// an answer to the last line before the client closes its input is still written, over a
+/// socket too, where closing shuts the client's reading as well.
+#[test]
+fn the_stdio_front_door_answers_only_requests_and_loses_no_answer_at_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = stdio_config(dir.path(), "");
+    for socket in [false, true] {
+        let mut client = StdioClient::start(&config, socket);
+        assert_eq!(client.initialize()["id"], 1);
+        client.send_raw(b"\xEF\xBB\xBF{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"ping\"}\n");
+        assert_eq!(client.answer()["id"], 2, "socket: {socket}");
+        // Neither a malformed response nor a malformed notification is answered: the next
+        // answer is the ping's.
+        client.send_raw(b"{\"jsonrpc\":\"2.0\",\"id\":0,\"error\":\"oops\"}\n");
+        client.send_raw(b"{\"jsonrpc\":\"1.0\",\"method\":\"notifications/initialized\"}\n");
+        client.ask(
+            serde_json::json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list", "params": null}),
+        );
+        let listed = client.answer();
+        assert_eq!(listed["id"], 3, "socket: {socket}: {listed}");
+        assert!(
+            listed["result"]["tools"].is_array(),
+            "socket: {socket}: {listed}"
+        );
+        // The last line before the end of input is answered.
+        client.send_raw(b"{bad json\n");
+        client.close_input();
+        let last = client.answer();
+        assert_eq!(last["error"]["code"], -32700, "socket: {socket}: {last}");
+    }
 }

@@ -310,8 +310,9 @@ const CONNECTION_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a connection that is closing, with nothing in progress and no byte moving either
 /// way, may take to close itself before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
-/// How long a connection that is closing may take at most, bytes moving or not: a client still
-/// reading the end of a large response slowly gets this long, a peer that keeps talking no longer.
+/// How long a connection that is closing may stay open once nothing is in progress, bytes moving
+/// or not: a client still reading the end of a large response slowly gets this long, a peer that
+/// keeps talking no longer. Requests in progress are not limited by it; they finish.
 const CLOSE_LIMIT: Duration = Duration::from_secs(60);
 
 /// Serves `gateway` on `listener` until the gateway shuts down.
@@ -396,8 +397,7 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) -> std::io::Res
         let shutdown = shutdown.clone();
         connections.spawn(async move {
             let mut connection = std::pin::pin!(connection);
-            // When the connection began to close.
-            let mut closing: Option<tokio::time::Instant> = None;
+            let mut closing = false;
             loop {
                 tokio::select! {
                     result = connection.as_mut() => {
@@ -407,26 +407,21 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) -> std::io::Res
                         break;
                     }
                     // Requests in progress finish; then the connection closes (HTTP/2: GOAWAY).
-                    () = shutdown.cancelled(), if closing.is_none() => {
+                    () = shutdown.cancelled(), if !closing => {
                         connection.as_mut().graceful_shutdown();
-                        closing = Some(tokio::time::Instant::now());
+                        closing = true;
                     }
-                    () = activity.idle(CONNECTION_IDLE_TIMEOUT), if closing.is_none() => {
+                    () = activity.idle(CONNECTION_IDLE_TIMEOUT), if !closing => {
                         tracing::debug!("closing a connection idle for {} s",
                             CONNECTION_IDLE_TIMEOUT.as_secs());
                         connection.as_mut().graceful_shutdown();
-                        closing = Some(tokio::time::Instant::now());
+                        closing = true;
                     }
                     // An HTTP/2 peer that does not answer the GOAWAY's ping would keep the
                     // connection open: once nothing is in progress and no byte has moved for a
                     // while, it is dropped. A response hyper has taken but not yet written (a
-                    // slow reader's) keeps bytes moving, up to the limit.
-                    () = activity.stalled(CLOSE_GRACE), if closing.is_some() => break,
-                    () = sleep_until_after(closing, CLOSE_LIMIT), if closing.is_some() => {
-                        tracing::debug!("dropping a connection still open {} s after it began to close",
-                            CLOSE_LIMIT.as_secs());
-                        break;
-                    }
+                    // slow reader's) keeps bytes moving, up to a limit.
+                    () = activity.stalled(CLOSE_GRACE, CLOSE_LIMIT), if closing => break,
                 }
             }
             drop(slot);
@@ -436,14 +431,6 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) -> std::io::Res
     connections.close();
     connections.wait().await;
     Ok(())
-}
-
-/// Sleeps until `limit` after `since`; forever without `since`.
-async fn sleep_until_after(since: Option<tokio::time::Instant>, limit: Duration) {
-    match since {
-        Some(since) => tokio::time::sleep_until(since + limit).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Whether a connection has requests in progress (each request holds a [`Busy`] from its
@@ -483,19 +470,22 @@ impl Activity {
             .saturating_sub(Duration::from_millis(at))
     }
 
-    /// Returns once no request has been in progress, and no byte has moved, for `quiet`.
-    async fn stalled(&self, quiet: Duration) {
+    /// Returns once no request has been in progress for `quiet` and either no byte has moved
+    /// for `quiet` or `limit` has passed since the last request ended.
+    async fn stalled(&self, quiet: Duration, limit: Duration) {
         loop {
             self.idle(quiet).await;
-            let since = self.since_moved();
-            if since >= quiet {
-                return;
-            }
-            tokio::time::sleep(quiet - since).await;
-            if self.busy.load(std::sync::atomic::Ordering::SeqCst) == 0
-                && self.since_moved() >= quiet
-            {
-                return;
+            // Nothing has been in progress since then at least.
+            let ended = tokio::time::Instant::now() - quiet;
+            loop {
+                let since = self.since_moved();
+                if since >= quiet || ended.elapsed() >= limit {
+                    return;
+                }
+                tokio::time::sleep((quiet - since).min(limit - ended.elapsed())).await;
+                if self.busy.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                    break;
+                }
             }
         }
     }
@@ -846,7 +836,7 @@ mod tests {
         let busy = activity.begin();
         let stalled = tokio::spawn({
             let activity = activity.clone();
-            async move { activity.stalled(grace).await }
+            async move { activity.stalled(grace, Duration::from_secs(3600)).await }
         });
         // A request in progress: never stalled, however long.
         tokio::time::sleep(Duration::from_secs(60)).await;
@@ -863,6 +853,33 @@ mod tests {
         stalled.await.unwrap();
         let waited = last.elapsed();
         assert!(waited >= grace && waited <= 2 * grace, "{waited:?}");
+    }
+
+    /// Bytes that keep moving hold a closing connection for the limit at most, counted from
+    /// the end of the last request, however long that request took.
+    #[tokio::test(start_paused = true)]
+    async fn bytes_that_keep_moving_hold_a_connection_for_the_limit() {
+        let (grace, limit) = (Duration::from_secs(5), Duration::from_secs(60));
+        let activity = Arc::new(Activity::default());
+        let busy = activity.begin();
+        let stalled = tokio::spawn({
+            let activity = activity.clone();
+            async move { activity.stalled(grace, limit).await }
+        });
+        // A request longer than the limit, moving bytes all along, is not cut off.
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            activity.moved();
+        }
+        assert!(!stalled.is_finished());
+        drop(busy);
+        let ended = tokio::time::Instant::now();
+        while !stalled.is_finished() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            activity.moved();
+        }
+        let held = ended.elapsed();
+        assert!(held >= limit && held <= limit + grace, "{held:?}");
     }
 
     #[test]

@@ -83,7 +83,10 @@ pub(crate) fn check_message(
         Some(method) if !method.is_string() => Err((id, "`method` must be a string")),
         Some(_) if result || error => Err((id, "a request carries no `result` or `error`")),
         Some(_) => match object.get("params") {
-            Some(params) if !params.is_object() => Err((id, "`params` must be an object")),
+            // `null` is taken as no params, as rmcp takes it.
+            Some(params) if !params.is_object() && !params.is_null() => {
+                Err((id, "`params` must be an object"))
+            }
             Some(params) if params.get("_meta").is_some_and(|m| !m.is_object()) => {
                 Err((id, "`params._meta` must be an object"))
             }

@@ -117,10 +117,21 @@ pub struct Lines {
     replies: Arc<tokio::sync::Semaphore>,
     /// Room for the next answer made here, taken before a line is.
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The tasks writing those answers, waited for before the writer is shut.
+    writing: tokio_util::task::TaskTracker,
+}
+
+/// What [`Lines::next_line`] found in the buffer.
+enum Next {
+    Line(BytesMut),
+    /// A line over the limit, answered here: the next line needs a new permit.
+    Answered,
 }
 
 /// How many answers made by [`Lines`] may wait to be written.
 const MAX_REPLIES: usize = 32;
+/// How long closing waits for those answers to be written.
+const REPLIES_AT_CLOSE: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Lines {
     pub fn new(reader: Reader, writer: Writer, limit: usize) -> Self {
@@ -134,16 +145,19 @@ impl Lines {
             writer: Arc::new(tokio::sync::Mutex::new(writer)),
             replies: Arc::new(tokio::sync::Semaphore::new(MAX_REPLIES)),
             permit: None,
+            writing: tokio_util::task::TaskTracker::new(),
         }
     }
 
-    /// The next whole line in the buffer, without its line ending.
-    fn next_line(&mut self) -> Option<BytesMut> {
+    /// The next whole line in the buffer, without its line ending; `None` when more must be
+    /// read first.
+    fn next_line(&mut self) -> Option<Next> {
         loop {
             let Some(at) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') else {
                 self.scanned = self.buf.len();
-                if self.buf.len() > self.limit {
-                    self.too_long();
+                // One byte more than the limit: a line's `\r` may come before its `\n`.
+                if self.buf.len() > self.limit + 1 {
+                    return self.too_long();
                 }
                 return None;
             };
@@ -158,21 +172,23 @@ impl Lines {
             }
             if line.len() > self.limit {
                 self.reply(serde_json::Value::Null, -32600, self.too_long_message());
-                continue;
+                return Some(Next::Answered);
             }
-            return Some(line);
+            return Some(Next::Line(line));
         }
     }
 
     /// Drops the line being read, which is over the limit and has no end yet, and tells the
     /// client once.
-    fn too_long(&mut self) {
-        if !self.discarding {
+    fn too_long(&mut self) -> Option<Next> {
+        let answered = !self.discarding;
+        if answered {
             self.reply(serde_json::Value::Null, -32600, self.too_long_message());
         }
         self.discarding = true;
         self.buf.clear();
         self.scanned = 0;
+        answered.then_some(Next::Answered)
     }
 
     fn too_long_message(&self) -> String {
@@ -182,8 +198,11 @@ impl Lines {
         )
     }
 
-    /// The message on `line`, or `None` when the line was blank or has been answered here.
+    /// The message on `line`, or `None` when the line was blank or has been answered (or
+    /// dropped) here.
     fn decode(&mut self, line: &[u8]) -> Option<ClientJsonRpcMessage> {
+        // A byte-order mark, as rmcp's own transport allowed.
+        let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
         if line.iter().all(u8::is_ascii_whitespace) {
             return None;
         }
@@ -195,11 +214,11 @@ impl Lines {
             }
         };
         if let Err((id, why)) = check_message(&value) {
-            self.reply(id, -32600, format!("Invalid Request: {why}"));
+            self.refuse(&value, id, -32600, format!("Invalid Request: {why}"));
             return None;
         }
         if let Err((id, why)) = check_params(&value) {
-            self.reply(id, -32602, why);
+            self.refuse(&value, id, -32602, why);
             return None;
         }
         // Typed from the bytes, as rmcp would: a duplicate key is refused, not resolved.
@@ -207,10 +226,23 @@ impl Lines {
             Ok(message) => Some(message),
             Err(e) => {
                 let id = value.get("id").cloned().unwrap_or(serde_json::Value::Null);
-                self.reply(id, -32600, format!("Invalid Request: {e}"));
+                self.refuse(&value, id, -32600, format!("Invalid Request: {e}"));
                 None
             }
         }
+    }
+
+    /// Answers a message that cannot be taken, unless it is the client's response or a
+    /// notification: those are never answered (JSON-RPC 2.0), and an error with a response's id
+    /// would settle the client's own request of that id. They are logged and dropped.
+    fn refuse(&mut self, value: &serde_json::Value, id: serde_json::Value, code: i64, why: String) {
+        let object = value.as_object();
+        let request = object.is_some_and(|o| o.contains_key("method") && o.contains_key("id"));
+        if object.is_some() && !request {
+            tracing::warn!(code, %why, "stdio: dropped a response or notification that cannot be read");
+            return;
+        }
+        self.reply(id, code, why);
     }
 
     /// Answers a line that never reaches rmcp. The write runs in a task of its own, so that
@@ -227,7 +259,7 @@ impl Lines {
         line.push(b'\n');
         let writer = self.writer.clone();
         let permit = self.permit.take();
-        tokio::spawn(async move {
+        self.writing.spawn(async move {
             let _permit = permit;
             let mut writer = writer.lock().await;
             let _ = writer.write_all(&line).await;
@@ -260,11 +292,15 @@ impl Transport<RoleServer> for Lines {
             if self.permit.is_none() {
                 self.permit = Some(self.replies.clone().acquire_owned().await.ok()?);
             }
-            if let Some(line) = self.next_line() {
-                if let Some(message) = self.decode(&line) {
-                    return Some(message);
+            match self.next_line() {
+                Some(Next::Line(line)) => {
+                    if let Some(message) = self.decode(&line) {
+                        return Some(message);
+                    }
+                    continue;
                 }
-                continue;
+                Some(Next::Answered) => continue,
+                None => {}
             }
             if self.eof {
                 return None;
@@ -287,7 +323,11 @@ impl Transport<RoleServer> for Lines {
         }
     }
 
+    /// Writes the answers made here first: an answer to the client's last line must not be
+    /// lost to the shutdown (on a Unix socket, the shutdown ends the client's reading too).
     async fn close(&mut self) -> Result<(), Self::Error> {
+        self.writing.close();
+        let _ = tokio::time::timeout(REPLIES_AT_CLOSE, self.writing.wait()).await;
         self.writer.lock().await.shutdown().await
     }
 }

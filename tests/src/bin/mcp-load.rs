@@ -167,7 +167,11 @@ async fn main() -> anyhow::Result<()> {
 /// request: it turns pooling off, because a server without TCP_NODELAY made a reused connection
 /// wait on delayed ACKs. Both servers measured here set TCP_NODELAY.
 fn http_client(url: &str) -> anyhow::Result<StreamableHttpClientTransport<reqwest::Client>> {
-    let client = reqwest::Client::builder().tcp_nodelay(true).build()?;
+    // Idle connections go before the gateway closes them (after 30 s): a row may leave its
+    // client idle while other rows run.
+    let client = reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(20))
+        .build()?;
     Ok(StreamableHttpClientTransport::with_client(
         client,
         StreamableHttpClientTransportConfig::with_uri(url),
