@@ -33,6 +33,43 @@ pub fn rfc3339(secs: u64) -> String {
     )
 }
 
+/// When something last happened, read and written without a lock: milliseconds after the
+/// stamp was made, in an atomic. On tokio's clock, so tests with paused time control it.
+pub struct Stamp {
+    epoch: tokio::time::Instant,
+    at_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Stamp {
+    /// A stamp that last happened now.
+    pub fn new() -> Self {
+        Self {
+            epoch: tokio::time::Instant::now(),
+            at_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// It happened now.
+    pub fn touch(&self) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        self.at_ms.store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long since it last happened.
+    pub fn elapsed(&self) -> std::time::Duration {
+        let at = self.at_ms.load(std::sync::atomic::Ordering::Relaxed);
+        self.epoch
+            .elapsed()
+            .saturating_sub(std::time::Duration::from_millis(at))
+    }
+}
+
+impl Default for Stamp {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -626,7 +626,7 @@ fn the_stdio_front_door_answers_bad_lines_and_keeps_serving() {
         cursor["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("`cursor` must be a string")
+            .contains("Invalid params for `tools/list`")
     );
     // Over the limit in one piece, with a good line behind it in the same write.
     let long = format!(

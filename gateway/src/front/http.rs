@@ -435,41 +435,15 @@ pub async fn serve(gateway: Arc<Gateway>, listener: TcpListener) -> std::io::Res
 
 /// Whether a connection has requests in progress (each request holds a [`Busy`] from its
 /// headers until its response body is done or dropped), and when it last moved a byte.
+#[derive(Default)]
 struct Activity {
     busy: std::sync::atomic::AtomicUsize,
     changed: tokio::sync::Notify,
-    started: tokio::time::Instant,
-    /// Milliseconds after `started` at which a byte was last read or written.
-    moved_at: std::sync::atomic::AtomicU64,
-}
-
-impl Default for Activity {
-    fn default() -> Self {
-        Self {
-            busy: Default::default(),
-            changed: Default::default(),
-            started: tokio::time::Instant::now(),
-            moved_at: Default::default(),
-        }
-    }
+    /// When a byte was last read or written.
+    moved: crate::clock::Stamp,
 }
 
 impl Activity {
-    /// Notes that bytes were read or written.
-    fn moved(&self) {
-        let at = self.started.elapsed().as_millis() as u64;
-        self.moved_at
-            .store(at, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// How long since a byte was last read or written.
-    fn since_moved(&self) -> Duration {
-        let at = self.moved_at.load(std::sync::atomic::Ordering::Relaxed);
-        self.started
-            .elapsed()
-            .saturating_sub(Duration::from_millis(at))
-    }
-
     /// Returns once no request has been in progress for `quiet` and either no byte has moved
     /// for `quiet` or `limit` has passed since the last request ended.
     async fn stalled(&self, quiet: Duration, limit: Duration) {
@@ -478,7 +452,7 @@ impl Activity {
             // Nothing has been in progress since then at least.
             let ended = tokio::time::Instant::now() - quiet;
             loop {
-                let since = self.since_moved();
+                let since = self.moved.elapsed();
                 if since >= quiet || ended.elapsed() >= limit {
                     return;
                 }
@@ -546,7 +520,7 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Metered<S> {
         let before = buf.filled().len();
         let result = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.activity.moved();
+            self.activity.moved.touch();
         }
         result
     }
@@ -560,7 +534,7 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Metered<S> {
     ) -> std::task::Poll<std::io::Result<usize>> {
         let result = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(result, std::task::Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.moved();
+            self.activity.moved.touch();
         }
         result
     }
@@ -572,7 +546,7 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Metered<S> {
     ) -> std::task::Poll<std::io::Result<usize>> {
         let result = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if matches!(result, std::task::Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.moved();
+            self.activity.moved.touch();
         }
         result
     }
@@ -845,7 +819,7 @@ mod tests {
         drop(busy);
         for _ in 0..10 {
             tokio::time::sleep(Duration::from_secs(3)).await;
-            activity.moved();
+            activity.moved.touch();
             assert!(!stalled.is_finished());
         }
         // Then nothing moves: stalled within two grace periods of the last byte.
@@ -869,14 +843,14 @@ mod tests {
         // A request longer than the limit, moving bytes all along, is not cut off.
         for _ in 0..40 {
             tokio::time::sleep(Duration::from_secs(3)).await;
-            activity.moved();
+            activity.moved.touch();
         }
         assert!(!stalled.is_finished());
         drop(busy);
         let ended = tokio::time::Instant::now();
         while !stalled.is_finished() {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            activity.moved();
+            activity.moved.touch();
         }
         let held = ended.elapsed();
         assert!(held >= limit && held <= limit + grace, "{held:?}");

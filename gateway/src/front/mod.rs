@@ -104,31 +104,37 @@ pub(crate) fn check_message(
     }
 }
 
-/// The list requests the gateway pages with cursors of its own.
+/// The requests whose params rmcp reads as optional `PaginatedRequestParams`.
 const PAGED_METHODS: &[&str] = &[
     "tools/list",
     "prompts/list",
     "resources/list",
     "resources/templates/list",
+    "skills/list",
 ];
 
-/// Checks the params of a request that passed [`check_message`] where rmcp's types cannot:
-/// rmcp reads the optional params of a list request leniently, so `"cursor": 5` would be taken
-/// for no cursor and the client given the first page again (and a client paging on it would
-/// never finish). On failure returns the request's id and the message of a -32602 answer.
+/// Checks the params of a request that passed [`check_message`] where rmcp's reading of it
+/// cannot: rmcp reads the optional params of a list request through a flattened `Option`, which
+/// takes params that do not fit for none at all. So `"cursor": 5` would give the client the first
+/// page again (and a client paging on it would never finish). Here they are read as rmcp's own
+/// `PaginatedRequestParams`. On failure returns the request's id and the message of a -32602
+/// answer.
 pub(crate) fn check_params(value: &serde_json::Value) -> Result<(), (serde_json::Value, String)> {
     let Some(method) = value.get("method").and_then(|m| m.as_str()) else {
         return Ok(());
     };
-    let cursor = value.get("params").and_then(|p| p.get("cursor"));
-    if PAGED_METHODS.contains(&method) && cursor.is_some_and(|c| !c.is_string() && !c.is_null()) {
-        let id = value.get("id").cloned().unwrap_or(serde_json::Value::Null);
-        return Err((
-            id,
-            format!("Invalid params for `{method}`: `cursor` must be a string"),
-        ));
+    let Some(params) = value.get("params").filter(|p| !p.is_null()) else {
+        return Ok(());
+    };
+    if !PAGED_METHODS.contains(&method) {
+        return Ok(());
     }
-    Ok(())
+    <rmcp::model::PaginatedRequestParams as serde::Deserialize>::deserialize(params)
+        .map(drop)
+        .map_err(|e| {
+            let id = value.get("id").cloned().unwrap_or(serde_json::Value::Null);
+            (id, format!("Invalid params for `{method}`: {e}"))
+        })
 }
 
 #[cfg(test)]
@@ -193,7 +199,10 @@ mod tests {
             let request = json!({"jsonrpc": "2.0", "id": 4, "method": "tools/list", "params": {"cursor": cursor}});
             let (id, message) = check_params(&request).unwrap_err();
             assert_eq!(id, json!(4));
-            assert!(message.contains("`cursor` must be a string"), "{message}");
+            assert!(
+                message.contains("Invalid params for `tools/list`"),
+                "{message}"
+            );
         }
         for request in [
             json!({"jsonrpc": "2.0", "id": 1, "method": "prompts/list", "params": {"cursor": "abc"}}),

@@ -217,11 +217,10 @@ pub struct Upstream {
     per_client: tokio::sync::Mutex<std::collections::HashMap<SessionId, Connection>>,
     /// Slots for requests in flight, when the server has `max_concurrent`.
     slots: Option<Arc<tokio::sync::Semaphore>>,
-    /// Requests in flight, and when the last one began or ended (milliseconds after `epoch`):
-    /// what idle suspension reads. Atomics, as every request touches them.
+    /// Requests in flight, and when the last one began or ended: what idle suspension reads.
+    /// Atomics, as every request touches them.
     in_flight: std::sync::atomic::AtomicUsize,
-    last_used_ms: std::sync::atomic::AtomicU64,
-    epoch: Instant,
+    last_used: crate::clock::Stamp,
     /// Wakes a suspended server's supervisor.
     wake: tokio::sync::Notify,
 }
@@ -297,8 +296,7 @@ impl Upstream {
                 .max_concurrent
                 .map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
-            last_used_ms: std::sync::atomic::AtomicU64::new(0),
-            epoch: Instant::now(),
+            last_used: crate::clock::Stamp::new(),
             wake: tokio::sync::Notify::new(),
             spec,
         })
@@ -320,17 +318,12 @@ impl Upstream {
     }
 
     fn touch(&self) {
-        let now = self.epoch.elapsed().as_millis() as u64;
-        self.last_used_ms
-            .store(now, std::sync::atomic::Ordering::Relaxed);
+        self.last_used.touch();
     }
 
     /// How long no request has begun or ended.
     fn idle_for(&self) -> Duration {
-        let last = self.last_used_ms.load(std::sync::atomic::Ordering::Relaxed);
-        self.epoch
-            .elapsed()
-            .saturating_sub(Duration::from_millis(last))
+        self.last_used.elapsed()
     }
 
     /// The server's lifecycle state by name: `initializing`, `ready`, `running` (requests in
