@@ -4,7 +4,8 @@
 //! `mcp-load bench --gateway target/release/mcp-gateway` runs every scenario: an echo upstream over
 //! stdio and over HTTP, each called directly and through the gateway's HTTP front door (the stdio
 //! upstream also through `mcp-gateway stdio`), at concurrency 1 and 32. It prints a Markdown table
-//! of throughput, p50 and p99 latency, and the gateway's resident memory.
+//! of throughput, p50 and p99 latency, the gateway's resident memory, and the CPU time each party
+//! (this client, the gateway, the upstream with its sandbox) spent per call.
 //! `mcp-load echo-server stdio|http` is the upstream itself.
 
 use std::{
@@ -237,6 +238,73 @@ async fn spawn_with_url(command: &Path, args: &[&str]) -> anyhow::Result<(Child,
     Ok((Child(child), url))
 }
 
+/// CPU time (user and system) of process `pid` and all its threads, in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses; the fields after it do not.
+    let mut fields = stat.get(stat.rfind(')')? + 2..)?.split_whitespace();
+    // utime and stime are fields 14 and 15 of the line, the 12th and 13th after the name.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// The processes below `pid`: its children, theirs, and so on.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut next = vec![pid];
+    while let Some(parent) = next.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{parent}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+                found.push(child);
+                next.push(child);
+            }
+        }
+    }
+    found
+}
+
+/// Whose CPU time a row measures besides this client's own.
+#[derive(Clone, Copy)]
+enum Party {
+    /// No such party in this row.
+    None,
+    /// One process.
+    Process(u32),
+    /// Every process below this one (a gateway's sandboxed upstream: runners and server).
+    Below(u32),
+}
+
+impl Party {
+    fn ticks(self) -> Option<u64> {
+        match self {
+            Party::None => None,
+            Party::Process(pid) => cpu_ticks(pid),
+            Party::Below(pid) => Some(descendants(pid).into_iter().filter_map(cpu_ticks).sum()),
+        }
+    }
+}
+
+/// CPU time per call, in microseconds, from clock ticks before and after `calls` calls.
+fn per_call(before: Option<u64>, after: Option<u64>, calls: usize) -> String {
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100)
+        .max(1) as f64;
+    match (before, after) {
+        (Some(b), Some(a)) if a >= b => {
+            format!("{:.0} µs", (a - b) as f64 / hz * 1e6 / calls as f64)
+        }
+        _ => String::new(),
+    }
+}
+
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
@@ -249,10 +317,15 @@ fn rss_kib(pid: u32) -> Option<u64> {
 }
 
 struct Measurement {
+    /// Calls made, warm-up included: what the CPU time of the row was spent on.
+    calls: usize,
     throughput: f64,
     p50: Duration,
     p99: Duration,
 }
+
+/// Calls made before a row's measured calls.
+const WARM_UP: usize = 50;
 
 /// Calls `echo` `calls` times from `concurrency` tasks sharing one client session.
 async fn measure(
@@ -262,7 +335,7 @@ async fn measure(
     concurrency: usize,
 ) -> anyhow::Result<Measurement> {
     // Warm up: connections, caches and the upstream's first-call paths.
-    for _ in 0..50 {
+    for _ in 0..WARM_UP {
         call(peer, tool).await?;
     }
     let per_task = calls.div_ceil(concurrency);
@@ -289,6 +362,7 @@ async fn measure(
     latencies.sort();
     let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
     Ok(Measurement {
+        calls: latencies.len() + WARM_UP,
         throughput: latencies.len() as f64 / elapsed.as_secs_f64(),
         p50: at(0.50),
         p99: at(0.99),
@@ -337,24 +411,26 @@ async fn bench(
     let me = std::env::current_exe()?;
     let work = std::env::temp_dir().join(format!("mcp-load-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
-    println!("| upstream | path | concurrency | calls/s | p50 | p99 | gateway RSS |");
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    println!(
+        "| upstream | path | concurrency | calls/s | p50 | p99 | gateway RSS | CPU a call: client | gateway | upstream |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for upstream in ["stdio", "http"] {
         // The echo upstream, and its direct client.
-        let (_echo, direct) = if upstream == "stdio" {
+        let (_echo, direct, direct_upstream) = if upstream == "stdio" {
             let mut command = tokio::process::Command::new(&me);
             command.args(["echo-server", "stdio"]);
-            (
-                None,
-                client(TokioChildProcess::new(command)?, modern).await?,
-            )
+            let transport = TokioChildProcess::new(command)?;
+            let pid = transport.id().context("echo server pid")?;
+            (None, client(transport, modern).await?, pid)
         } else {
             let (child, url) = spawn_with_url(&me, &["echo-server", "http"]).await?;
+            let pid = child.0.id().context("echo server pid")?;
             let direct = client(http_client(&url)?, modern).await?;
-            (Some(child), direct)
+            (Some(child), direct, pid)
         };
         // The gateway in front of the same kind of upstream.
-        let (_gateway_echo, server) = if upstream == "stdio" {
+        let (gateway_echo, server) = if upstream == "stdio" {
             let server = format!(
                 "command = \"{}\"\nargs = [\"echo-server\", \"stdio\"]\n",
                 me.display()
@@ -363,6 +439,12 @@ async fn bench(
         } else {
             let (child, url) = spawn_with_url(&me, &["echo-server", "http"]).await?;
             (Some(child), format!("url = \"{url}\"\n"))
+        };
+        // A gateway's upstream: the HTTP echo server it shares with nobody, or the sandbox
+        // (runners and server) it starts itself.
+        let upstream_of = |gateway: u32| match &gateway_echo {
+            Some(child) => child.0.id().map_or(Party::None, Party::Process),
+            None => Party::Below(gateway),
         };
         let config_for = |name: &str| -> anyhow::Result<String> {
             let config = work.join(format!("{name}.toml"));
@@ -398,8 +480,20 @@ async fn bench(
             None
         };
         let mut paths = vec![
-            ("direct", direct.peer(), "echo", None),
-            ("gateway", through.peer(), "echo__echo", Some(gateway_pid)),
+            (
+                "direct",
+                direct.peer(),
+                "echo",
+                None,
+                Party::Process(direct_upstream),
+            ),
+            (
+                "gateway",
+                through.peer(),
+                "echo__echo",
+                Some(gateway_pid),
+                upstream_of(gateway_pid),
+            ),
         ];
         if let Some((through_stdio, pid)) = &through_stdio {
             paths.push((
@@ -407,20 +501,32 @@ async fn bench(
                 through_stdio.peer(),
                 "echo__echo",
                 Some(*pid),
+                upstream_of(*pid),
             ));
         }
+        let client_pid = std::process::id();
         for &concurrency in levels {
-            for &(path, peer, tool, pid) in &paths {
+            for &(path, peer, tool, pid, upstream_party) in &paths {
+                let gateway_party = pid.map_or(Party::None, Party::Process);
+                let parties = [Party::Process(client_pid), gateway_party, upstream_party];
+                let before = parties.map(Party::ticks);
                 let m = measure(peer, tool, calls, concurrency).await?;
+                let after = parties.map(Party::ticks);
+                let cpu: Vec<String> = (0..3)
+                    .map(|i| per_call(before[i], after[i], m.calls))
+                    .collect();
                 let rss = pid
                     .and_then(rss_kib)
                     .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
                     .unwrap_or_default();
                 println!(
-                    "| {upstream} | {path} | {concurrency} | {:.0} | {:.0} µs | {:.0} µs | {rss} |",
+                    "| {upstream} | {path} | {concurrency} | {:.0} | {:.0} µs | {:.0} µs | {rss} | {} | {} | {} |",
                     m.throughput,
                     m.p50.as_secs_f64() * 1e6,
                     m.p99.as_secs_f64() * 1e6,
+                    cpu[0],
+                    cpu[1],
+                    cpu[2],
                 );
             }
         }
