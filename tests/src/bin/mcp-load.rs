@@ -71,6 +71,10 @@ enum Command {
         calls: usize,
         #[arg(long, default_value_t = 1)]
         concurrency: usize,
+        /// Send `ping` requests instead of calling the tool: what the server's transport and
+        /// session cost with no tool behind them.
+        #[arg(long)]
+        ping: bool,
     },
     /// Serve the echo upstream.
     EchoServer {
@@ -142,9 +146,11 @@ async fn main() -> anyhow::Result<()> {
             tool,
             calls,
             concurrency,
+            ping,
         } => {
             let client = ().serve(http_client(&url)?).await?;
-            let m = measure(client.peer(), &tool, calls, concurrency).await?;
+            let tool = (!ping).then_some(tool.as_str());
+            let m = measure(client.peer(), tool, calls, concurrency).await?;
             println!(
                 "{concurrency} concurrent: {:.0} calls/s, p50 {:.0} µs, p99 {:.0} µs",
                 m.throughput,
@@ -330,7 +336,7 @@ const WARM_UP: usize = 50;
 /// Calls `echo` `calls` times from `concurrency` tasks sharing one client session.
 async fn measure(
     peer: &Peer<RoleClient>,
-    tool: &str,
+    tool: Option<&str>,
     calls: usize,
     concurrency: usize,
 ) -> anyhow::Result<Measurement> {
@@ -343,12 +349,12 @@ async fn measure(
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
         let peer = peer.clone();
-        let tool = tool.to_owned();
+        let tool = tool.map(str::to_owned);
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(per_task);
             for _ in 0..per_task {
                 let t = Instant::now();
-                call(&peer, &tool).await?;
+                call(&peer, tool.as_deref()).await?;
                 latencies.push(t.elapsed());
             }
             anyhow::Ok(latencies)
@@ -369,7 +375,13 @@ async fn measure(
     })
 }
 
-async fn call(peer: &Peer<RoleClient>, tool: &str) -> anyhow::Result<()> {
+/// Calls `tool` with a short text, or pings when there is no tool.
+async fn call(peer: &Peer<RoleClient>, tool: Option<&str>) -> anyhow::Result<()> {
+    let Some(tool) = tool else {
+        peer.send_request(rmcp::model::ClientRequest::PingRequest(Default::default()))
+            .await?;
+        return Ok(());
+    };
     let mut args = serde_json::Map::new();
     args.insert("text".into(), "hello".into());
     let result = peer
@@ -510,7 +522,7 @@ async fn bench(
                 let gateway_party = pid.map_or(Party::None, Party::Process);
                 let parties = [Party::Process(client_pid), gateway_party, upstream_party];
                 let before = parties.map(Party::ticks);
-                let m = measure(peer, tool, calls, concurrency).await?;
+                let m = measure(peer, Some(tool), calls, concurrency).await?;
                 let after = parties.map(Party::ticks);
                 let cpu: Vec<String> = (0..3)
                     .map(|i| per_call(before[i], after[i], m.calls))
