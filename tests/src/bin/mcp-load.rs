@@ -88,6 +88,10 @@ enum EchoTransport {
     Stdio,
     /// Prints `http://127.0.0.1:PORT/mcp` on stdout once it accepts connections.
     Http,
+    /// The same tool over Streamable HTTP written on axum without rmcp: every request answered
+    /// with one JSON body, no session worker, no task per request. Not a complete MCP server
+    /// (no GET stream, no resumption); it measures what a lean transport would cost.
+    HttpPlain,
 }
 
 /// An upstream with one tool, `echo`, that answers as fast as rmcp can.
@@ -210,8 +214,72 @@ async fn echo_server(transport: EchoTransport) -> anyhow::Result<()> {
             });
             axum::serve(listener, router).await?;
         }
+        EchoTransport::HttpPlain => {
+            let listener =
+                tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
+            let addr = listener.local_addr()?;
+            let router = axum::Router::new().route("/mcp", axum::routing::post(plain_echo));
+            println!("http://{addr}/mcp");
+            use axum::serve::ListenerExt;
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, router).await?;
+        }
     }
     Ok(())
+}
+
+/// One message of the plain echo server: a JSON answer to a request, 202 to anything else.
+async fn plain_echo(body: axum::body::Bytes) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Ok(message) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return (axum::http::StatusCode::BAD_REQUEST, "not JSON").into_response();
+    };
+    let (Some(id), Some(method)) = (
+        message.get("id"),
+        message.get("method").and_then(|m| m.as_str()),
+    ) else {
+        return axum::http::StatusCode::ACCEPTED.into_response();
+    };
+    let result = match method {
+        "initialize" => serde_json::json!({
+            "protocolVersion": message
+                .pointer("/params/protocolVersion")
+                .cloned()
+                .unwrap_or_else(|| "2025-11-25".into()),
+            "capabilities": {"tools": {}},
+            "serverInfo": {"name": "echo", "version": "1"},
+        }),
+        "ping" => serde_json::json!({}),
+        "tools/list" => serde_json::json!({"tools": [{
+            "name": "echo",
+            "description": "Echo the text back",
+            "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}},
+        }]}),
+        "tools/call" => {
+            let text = message
+                .pointer("/params/arguments/text")
+                .and_then(|t| t.as_str())
+                .unwrap_or_default();
+            serde_json::json!({"content": [{"type": "text", "text": text}], "isError": false})
+        }
+        _ => {
+            let error = serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {
+                "code": -32601, "message": "Method not found"}});
+            return axum::Json(error).into_response();
+        }
+    };
+    let mut response =
+        axum::Json(serde_json::json!({"jsonrpc": "2.0", "id": id, "result": result}))
+            .into_response();
+    if method == "initialize" {
+        response.headers_mut().insert(
+            "mcp-session-id",
+            axum::http::HeaderValue::from_static("plain"),
+        );
+    }
+    response
 }
 
 /// A child process that is killed when dropped.
