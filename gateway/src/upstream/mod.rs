@@ -232,7 +232,7 @@ pub struct InFlight<'a> {
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.upstream.touch();
+        self.upstream.last_used.touch();
         self.upstream
             .in_flight
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -313,17 +313,8 @@ impl Upstream {
     pub fn begin_request(&self) -> InFlight<'_> {
         self.in_flight
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.touch();
-        InFlight { upstream: self }
-    }
-
-    fn touch(&self) {
         self.last_used.touch();
-    }
-
-    /// How long no request has begun or ended.
-    fn idle_for(&self) -> Duration {
-        self.last_used.elapsed()
+        InFlight { upstream: self }
     }
 
     /// The server's lifecycle state by name: `initializing`, `ready`, `running` (requests in
@@ -842,7 +833,7 @@ impl Upstream {
             tokio::select! {
                 _ = tick(&mut idle_check) => {
                     let idle = idle_limit.unwrap_or(Duration::MAX);
-                    if self.requests_in_flight() == 0 && self.idle_for() >= idle {
+                    if self.requests_in_flight() == 0 && self.last_used.elapsed() >= idle {
                         tracing::info!(server = %self.name, "idle: stopping the server until the next request");
                         // Requests from here on wake the supervisor instead of using this peer.
                         *write(&self.peer) = None;
