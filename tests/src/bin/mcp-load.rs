@@ -365,17 +365,104 @@ impl Party {
 }
 
 /// CPU time per call, in microseconds, from clock ticks before and after `calls` calls.
-fn per_call(before: Option<u64>, after: Option<u64>, calls: usize) -> String {
+fn per_call(before: Option<u64>, after: Option<u64>, calls: usize) -> Option<f64> {
     let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
         .flatten()
         .unwrap_or(100)
         .max(1) as f64;
     match (before, after) {
-        (Some(b), Some(a)) if a >= b => {
-            format!("{:.0} µs", (a - b) as f64 / hz * 1e6 / calls as f64)
-        }
-        _ => String::new(),
+        (Some(b), Some(a)) if a >= b => Some((a - b) as f64 / hz * 1e6 / calls as f64),
+        _ => None,
+    }
+}
+
+/// Microseconds for a table cell; empty when unknown.
+fn micros(value: Option<f64>) -> String {
+    value.map(|v| format!("{v:.0} µs")).unwrap_or_default()
+}
+
+/// The gateway-core issue's targets: added p50 at concurrency 1, and throughput against the
+/// direct row at concurrency 32.
+const ADDED_P50_TARGET_US: f64 = 200.0;
+const THROUGHPUT_TARGET: f64 = 0.5;
+
+/// One printed row, kept for the summary against the targets.
+struct Row {
+    upstream: &'static str,
+    path: &'static str,
+    concurrency: usize,
+    m: Measurement,
+    /// CPU a call of the client, the gateway and the upstream.
+    cpu: [Option<f64>; 3],
+}
+
+/// Prints each gateway row against the direct row of the same upstream and concurrency.
+///
+/// When every core is busy, throughput is the cores divided by the CPU the parties spend on a
+/// call (the "cores busy" column says whether they were). A gateway row then reaches the
+/// throughput target only if its parties together spend at most `cores / (target × direct
+/// calls/s)` a call; less the client's and the upstream's share, that is what the gateway may
+/// spend ("gateway budget"). It cannot be met if the budget is below what the gateway's two
+/// transports alone cost.
+fn summary(rows: &[Row]) {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+    println!();
+    println!(
+        "| upstream | path | concurrency | cores busy | x direct | added p50 | target met | gateway CPU a call | gateway budget for {THROUGHPUT_TARGET}x |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    let busy = |row: &Row| -> Option<f64> {
+        let spent: f64 = row.cpu.iter().flatten().sum();
+        (spent > 0.0).then_some(spent * 1e-6 * row.m.throughput)
+    };
+    for row in rows {
+        let Some(direct) = rows.iter().find(|d| {
+            d.path == "direct" && d.upstream == row.upstream && d.concurrency == row.concurrency
+        }) else {
+            continue;
+        };
+        let ratio = row.m.throughput / direct.m.throughput;
+        let added = (row.m.p50.as_secs_f64() - direct.m.p50.as_secs_f64()) * 1e6;
+        let met = match row.concurrency {
+            1 => Some(added <= ADDED_P50_TARGET_US),
+            32 => Some(ratio >= THROUGHPUT_TARGET),
+            _ => None,
+        };
+        let budget = (row.path != "direct")
+            .then(|| {
+                let others = row.cpu[0]? + row.cpu[2]?;
+                Some(cores * 1e6 / (THROUGHPUT_TARGET * direct.m.throughput) - others)
+            })
+            .flatten();
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            row.upstream,
+            row.path,
+            row.concurrency,
+            busy(row).map_or(String::new(), |b| format!("{b:.2} of {cores:.0}")),
+            if row.path == "direct" {
+                String::new()
+            } else {
+                format!("{ratio:.2}x")
+            },
+            if row.path == "direct" {
+                String::new()
+            } else {
+                format!("{added:.0} µs")
+            },
+            match (row.path, met) {
+                ("direct", _) | (_, None) => "",
+                (_, Some(true)) => "yes",
+                (_, Some(false)) => "no",
+            },
+            micros(row.cpu[1]),
+            if row.concurrency > 1 {
+                micros(budget)
+            } else {
+                String::new()
+            },
+        );
     }
 }
 
@@ -495,6 +582,7 @@ async fn bench(
         "| upstream | path | concurrency | calls/s | p50 | p99 | gateway RSS | CPU a call: client | gateway | upstream |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    let mut rows = Vec::new();
     for upstream in ["stdio", "http"] {
         // The echo upstream, and its direct client.
         let (_echo, direct, direct_upstream) = if upstream == "stdio" {
@@ -592,9 +680,8 @@ async fn bench(
                 let before = parties.map(Party::ticks);
                 let m = measure(peer, Some(tool), calls, concurrency).await?;
                 let after = parties.map(Party::ticks);
-                let cpu: Vec<String> = (0..3)
-                    .map(|i| per_call(before[i], after[i], m.calls))
-                    .collect();
+                let cpu: [Option<f64>; 3] =
+                    std::array::from_fn(|i| per_call(before[i], after[i], m.calls));
                 let rss = pid
                     .and_then(rss_kib)
                     .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
@@ -604,14 +691,22 @@ async fn bench(
                     m.throughput,
                     m.p50.as_secs_f64() * 1e6,
                     m.p99.as_secs_f64() * 1e6,
-                    cpu[0],
-                    cpu[1],
-                    cpu[2],
+                    micros(cpu[0]),
+                    micros(cpu[1]),
+                    micros(cpu[2]),
                 );
+                rows.push(Row {
+                    upstream,
+                    path,
+                    concurrency,
+                    m,
+                    cpu,
+                });
             }
         }
         drop(gateway_child);
     }
     let _ = std::fs::remove_dir_all(&work);
+    summary(&rows);
     Ok(())
 }
