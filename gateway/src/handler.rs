@@ -693,6 +693,15 @@ impl ServerHandler for GatewayHandler {
         request: SetLevelRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
+        // rmcp refuses the other methods that era removed (see `front::REMOVED_IN_2026_07_28`)
+        // before they reach a handler; this one it passes on.
+        if client_is_modern(&context) {
+            return Err(McpError::new(
+                ErrorCode::METHOD_NOT_FOUND,
+                "Method not found: logging/setLevel (removed in protocol version 2026-07-28)",
+                None,
+            ));
+        }
         // The level applies to every upstream that logs; one that is down or refuses is skipped,
         // since a log level is a preference, not a transaction.
         for upstream in self.gateway.registry.upstreams() {

@@ -136,6 +136,18 @@ async fn requests_without_valid_credentials_are_unauthorized() {
     }
     let response = initialize(&gw, Some(&format!("Bearer {key}"))).await;
     assert_eq!(response.status(), 200);
+    // The live events say how to authenticate as well.
+    let events = reqwest::Client::new()
+        .get(gw.url().replace("/mcp", "/admin/events"))
+        .header("authorization", "Bearer not.a.jwt")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 401);
+    assert_eq!(
+        events.headers()["www-authenticate"],
+        "Bearer realm=\"mcp-gateway\""
+    );
 
     // A revoked key stops working (the lookup cache is bypassed by a fresh key check).
     let store = gateway::store::Store::open(&gw.gateway.config.storage.database_url)
@@ -327,11 +339,42 @@ async fn a_session_cannot_be_used_with_another_clients_key() {
             .body(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{}}"#)
             .send()
     };
-    let own = list(alice_key).await.unwrap().text().await.unwrap();
+    let own = list(alice_key.clone()).await.unwrap().text().await.unwrap();
     assert!(own.contains("demo__echo"), "{own}");
-    let other = list(bob_key).await.unwrap().text().await.unwrap();
+    let other = list(bob_key.clone()).await.unwrap();
+    assert_eq!(other.status(), 403);
+    let other = other.text().await.unwrap();
     assert!(other.contains("belongs to another client"), "{other}");
     assert!(!other.contains("demo__echo"), "{other}");
+
+    // Nor can another client's key cancel the session's calls, answer its server's requests,
+    // read its stream or end it.
+    let http = reqwest::Client::new();
+    let with = |request: reqwest::RequestBuilder, key: &str| {
+        request
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-session-id", &session)
+            .header("mcp-protocol-version", "2025-06-18")
+            .header("authorization", format!("Bearer {key}"))
+    };
+    for body in [
+        r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":2}}"#,
+        r#"{"jsonrpc":"2.0","id":0,"result":{"roots":[]}}"#,
+    ] {
+        let response = with(http.post(gw.url()), &bob_key)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403, "{body}");
+    }
+    let stream = with(http.get(gw.url()), &bob_key).send().await.unwrap();
+    assert_eq!(stream.status(), 403);
+    let end = with(http.delete(gw.url()), &bob_key).send().await.unwrap();
+    assert_eq!(end.status(), 403);
+    let own = list(alice_key).await.unwrap().text().await.unwrap();
+    assert!(own.contains("demo__echo"), "the session survives: {own}");
 }
 
 #[tokio::test]

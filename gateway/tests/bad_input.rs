@@ -140,6 +140,12 @@ async fn each_bad_request_gets_its_answer_and_the_gateway_keeps_serving() {
         r#"{"jsonrpc":"2.0","id":9223372036854775808,"method":"ping"}"#,
         r#"{"jsonrpc":"2.0","id":12,"method":"ping","result":{}}"#,
         r#"{"jsonrpc":"2.0","id":13,"method":"tools/list","params":{"_meta":"x"}}"#,
+        // A key given twice, and errors of a shape no JSON-RPC error has: rmcp answered these
+        // with 415, as if the Content-Type were wrong.
+        r#"{"jsonrpc":"2.0","id":8,"id":9,"method":"ping"}"#,
+        r#"{"jsonrpc":"2.0","id":3,"error":"boom"}"#,
+        r#"{"jsonrpc":"2.0","id":3,"error":{"code":-1}}"#,
+        r#"{"jsonrpc":"2.0","id":3,"error":{"code":"x","message":1}}"#,
     ] {
         let (status, _, body) = http.post(Some(&session), bad).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
@@ -472,4 +478,63 @@ async fn sessions_are_capped_and_an_id_in_flight_is_not_taken_twice() {
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     http.initialize().await;
     http.initialize().await;
+}
+
+#[tokio::test]
+async fn a_session_is_initialized_once_and_the_2026_07_28_era_refuses_what_it_removed() {
+    let gw = gateway("").await;
+    let http = Http::to(&gw);
+    let session = http.initialize().await;
+
+    // `initialize` again on a live session would start it over with another version.
+    let (status, headers, body) = http.post(Some(&session), INITIALIZE.to_string()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(error_code(&body), -32600, "{body}");
+    assert!(!headers.contains_key("mcp-session-id"));
+
+    // Requests of the 2026-07-28 era for methods it removed: 404 and -32601. An `initialize`
+    // among them opens no session.
+    let meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                      "io.modelcontextprotocol/clientCapabilities": {}});
+    for (method, params) in [
+        (
+            "initialize",
+            json!({"protocolVersion": "2026-07-28", "capabilities": {},
+                   "clientInfo": {"name": "t", "version": "1"}, "_meta": meta}),
+        ),
+        ("logging/setLevel", json!({"level": "info", "_meta": meta})),
+    ] {
+        let response = http
+            .client
+            .post(&http.url)
+            .header("content-type", "application/json")
+            .header("accept", ACCEPT)
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", method)
+            .body(
+                json!({"jsonrpc": "2.0", "id": 21, "method": method, "params": params}).to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{method}");
+        assert!(
+            !response.headers().contains_key("mcp-session-id"),
+            "{method}"
+        );
+        let body = response.text().await.unwrap();
+        assert_eq!(error_code(&body), -32601, "{method}: {body}");
+    }
+
+    // The legacy session, and its `logging/setLevel`, go on.
+    let (status, _, body) = http
+        .post(
+            Some(&session),
+            json!({"jsonrpc": "2.0", "id": 22, "method": "logging/setLevel",
+                   "params": {"level": "info"}})
+            .to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(message(&body)["result"].is_object(), "{body}");
 }

@@ -160,13 +160,17 @@ async fn authenticate(gateway: Arc<Gateway>, mut request: Request, next: Next) -
                 -32001,
                 "unauthorized".to_owned(),
             );
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer realm=\"mcp-gateway\""),
-            );
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, bearer_challenge());
             response
         }
     }
+}
+
+/// The challenge of every 401: a bearer token (an API key or a JWT) is what the gateway takes.
+fn bearer_challenge() -> header::HeaderValue {
+    header::HeaderValue::from_static("Bearer realm=\"mcp-gateway\"")
 }
 
 /// The group whose members may watch `/admin/events`.
@@ -185,7 +189,11 @@ async fn admin_events(State(gateway): State<Arc<Gateway>>, request: Request) -> 
         Ok(identity) => identity,
         Err(e) => {
             tracing::info!(target: "audit", error = %e, "admin events refused: unauthorized");
-            return StatusCode::UNAUTHORIZED.into_response();
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, bearer_challenge())],
+            )
+                .into_response();
         }
     };
     if identity.via == crate::identity::AuthMethod::Anonymous
@@ -661,33 +669,90 @@ async fn jsonrpc_guard(limit: usize, request: Request, next: Next) -> Response {
     if let Err((id, why)) = check_params(&value) {
         return jsonrpc_error(StatusCode::OK, id, -32602, why);
     }
-    let initialize = value.get("method").and_then(|m| m.as_str()) == Some("initialize");
+    let id = value.get("id").cloned().unwrap_or(serde_json::Value::Null);
+    let method = value.get("method").and_then(|m| m.as_str());
+    let modern = modern_request(&parts.headers, &value);
+    // rmcp takes `initialize` itself, before the handler could refuse it, and opens a legacy
+    // session whatever era the request names.
+    if modern && method == Some("initialize") {
+        return jsonrpc_error(
+            StatusCode::NOT_FOUND,
+            id,
+            -32601,
+            "Method not found: initialize (removed in protocol version 2026-07-28; use server/discover)"
+                .to_owned(),
+        );
+    }
+    let initialize = method == Some("initialize");
+    // A session is initialized once; a client that wants a new one sends `initialize` without a
+    // session id. rmcp would initialize the session again, with another version and client info.
+    if initialize && parts.headers.contains_key("mcp-session-id") {
+        return jsonrpc_error(
+            StatusCode::BAD_REQUEST,
+            id,
+            -32600,
+            "Invalid Request: this session is already initialized; send `initialize` without Mcp-Session-Id for a new one"
+                .to_owned(),
+        );
+    }
     // rmcp takes an `initialize` whose params do not fit for some other request, and answers
     // that a session is required; the client is told what is wrong instead. Other protocol
     // methods with unfitting params reach the handler, which answers -32602 for both doors
     // (`GatewayHandler::on_custom_request`).
     if initialize
-        && !modern_request(&parts.headers, &value)
+        && !modern
         && value.get("params").is_none_or(|p| {
             <rmcp::model::InitializeRequestParams as serde::Deserialize>::deserialize(p).is_err()
         })
     {
         return jsonrpc_error(
             StatusCode::OK,
-            value.get("id").cloned().unwrap_or(serde_json::Value::Null),
+            id,
             -32602,
             "Invalid params for `initialize`".to_owned(),
         );
     }
     let mut request = Request::from_parts(parts, Body::from(bytes));
-    // rmcp opens a session for every `initialize` without a session id, whatever era it names.
-    if initialize && !request.headers().contains_key("mcp-session-id") {
-        request.extensions_mut().insert(OpensSession {
-            id: value.get("id").cloned().unwrap_or(serde_json::Value::Null),
-        });
+    // rmcp opens a session for every `initialize` without a session id.
+    if initialize {
+        request
+            .extensions_mut()
+            .insert(OpensSession { id: id.clone() });
     }
-    next.run(request).await
+    request.extensions_mut().insert(MessageId(id.clone()));
+    let response = next.run(request).await;
+    if response.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+        return unfitting_message(response, id).await;
+    }
+    response
 }
+
+/// rmcp answers a message that passed the checks above but fits none of its JSON-RPC types (an
+/// `error` that is not an object with an integer `code` and a string `message`, a key given
+/// twice) with 415 and plain text, as if the Content-Type were wrong. That answer becomes the
+/// -32600 of any other invalid message; a Content-Type rmcp refuses keeps its 415.
+async fn unfitting_message(response: Response, id: serde_json::Value) -> Response {
+    let (parts, body) = response.into_parts();
+    let Ok(text) = axum::body::to_bytes(body, 64 * 1024).await else {
+        return Response::from_parts(parts, Body::empty());
+    };
+    match std::str::from_utf8(&text)
+        .ok()
+        .and_then(|t| t.strip_prefix("fail to deserialize request body"))
+    {
+        Some(why) => jsonrpc_error(
+            StatusCode::BAD_REQUEST,
+            id,
+            -32600,
+            format!("Invalid Request:{why}"),
+        ),
+        None => Response::from_parts(parts, Body::from(text)),
+    }
+}
+
+/// The JSON-RPC id of a POSTed message (`null` when it has none), to answer a refusal with.
+#[derive(Clone)]
+struct MessageId(serde_json::Value);
 
 /// Marks an `initialize` without a session id, which opens a session, for [`admit_session`].
 #[derive(Clone)]
@@ -700,6 +765,9 @@ struct OpensSession {
 /// `listen.max_sessions` open in all, and fewer than `listen.max_sessions_per_client` for the
 /// client it comes from, so that one client cannot take every session. Also answers DELETE.
 async fn admit_session(sessions: Arc<Sessions>, request: Request, next: Next) -> Response {
+    if let Some(refusal) = foreign_session(&sessions, &request) {
+        return refusal;
+    }
     if request.method() == Method::DELETE {
         return delete_session(&sessions, request, next).await;
     }
@@ -720,6 +788,29 @@ async fn admit_session(sessions: Arc<Sessions>, request: Request, next: Next) ->
         Some(refusal) => sessions_full(&sessions, &identity.client, refusal, opens.id),
         None => response,
     }
+}
+
+/// Refuses a request (any message, a GET stream, a DELETE) that names a session another client
+/// opened: a session is bound to the client that opened it, so another client's credentials
+/// cannot cancel its calls, answer its server's requests, read its stream or end it.
+fn foreign_session(sessions: &Sessions, request: &Request) -> Option<Response> {
+    let session = request.headers().get("mcp-session-id")?.to_str().ok()?;
+    let identity = request.extensions().get::<crate::identity::Identity>()?;
+    let owner = sessions.owner(session)?;
+    if owner == identity.client {
+        return None;
+    }
+    tracing::warn!(target: "audit", session, owner, client = %identity.client, method = %request.method(), "session used with another client's credentials");
+    let id = request
+        .extensions()
+        .get::<MessageId>()
+        .map_or(serde_json::Value::Null, |m| m.0.clone());
+    Some(jsonrpc_error(
+        StatusCode::FORBIDDEN,
+        id,
+        -32600,
+        "Invalid Request: this session belongs to another client".to_owned(),
+    ))
 }
 
 /// Ends a session. rmcp answers 202 whether it existed or not: a session that ended is answered

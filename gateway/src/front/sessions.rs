@@ -143,6 +143,11 @@ impl Sessions {
         })
     }
 
+    /// The client that opened session `id`, while it is open.
+    pub fn owner(&self, id: &str) -> Option<String> {
+        self.lock_owners().get(id).cloned()
+    }
+
     fn lock_owners(&self) -> std::sync::MutexGuard<'_, Owners> {
         self.owners.lock().unwrap_or_else(PoisonError::into_inner)
     }
