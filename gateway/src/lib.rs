@@ -172,6 +172,14 @@ impl Gateway {
         }
     }
 
+    /// Waits until every enabled upstream is connected or has failed an attempt (see
+    /// [`upstream::Upstream::wait_settled`]).
+    pub async fn wait_settled(&self) {
+        for upstream in self.registry.upstreams() {
+            upstream.wait_settled().await;
+        }
+    }
+
     /// Whether every enabled upstream is connected.
     pub fn all_ready(&self) -> bool {
         self.registry

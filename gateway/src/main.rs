@@ -352,14 +352,14 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("mcp-gateway: cannot start the runtime: {e}");
+            say(format_args!("mcp-gateway: cannot start the runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("mcp-gateway: {e:#}");
+            say(format_args!("mcp-gateway: {e:#}"));
             ExitCode::FAILURE
         }
     }
@@ -372,14 +372,50 @@ fn main() -> ExitCode {
 /// DNS rebinding, say) stay on.
 const DEFAULT_LOG_FILTER: &str = "info,rmcp=warn,rmcp::service=error";
 
-/// Logs go to stderr in every mode: in `stdio` mode stdout carries only MCP messages.
+/// Logs go to stderr in every mode: in `stdio` mode stdout carries only MCP messages. Colours
+/// only on a terminal (Claude Desktop and Cursor keep stderr in a log file), and not with
+/// `NO_COLOR`.
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MCP_GATEWAY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+    let (filter, invalid) = match tracing_subscriber::EnvFilter::try_from_env("MCP_GATEWAY_LOG") {
+        Ok(filter) => (filter, None),
+        Err(e) => (
+            tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER),
+            std::env::var_os("MCP_GATEWAY_LOG").map(|_| e),
+        ),
+    };
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| Stderr)
+        .with_ansi(colour)
+        .log_internal_errors(false)
         .init();
+    if let Some(e) = invalid {
+        tracing::warn!(error = %e, "MCP_GATEWAY_LOG is not a valid filter; logging with the default, {DEFAULT_LOG_FILTER}");
+    }
+}
+
+/// Stderr that drops what it cannot write. A client that launches `mcp-gateway stdio` may close
+/// the stderr pipe it gave the gateway; a log line is then lost, and nothing else is.
+struct Stderr;
+
+impl std::io::Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
+}
+
+/// Writes a line to stderr, as [`Stderr`] does: never a panic on a closed pipe.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -457,7 +493,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ImportServers { file, config, json } => {
             let loaded = Config::load(&config)?;
             let mut servers = config::import::read_mcp_servers(&file)?;
-            let base = std::path::absolute(file.parent().unwrap_or(std::path::Path::new(".")))?;
+            // A bare file name has an empty parent: the current directory.
+            let parent = file.parent().filter(|p| !p.as_os_str().is_empty());
+            let base = std::path::absolute(parent.unwrap_or(std::path::Path::new(".")))?;
             // A relative `cwd` means the directory of the file it was written in, but the stored
             // entry is read at start-up beside the config: it is stored absolute. One that names
             // a variable is resolved when the gateway starts, as in the config itself.

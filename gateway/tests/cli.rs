@@ -76,8 +76,16 @@ fn imported_servers_are_registered_in_the_database() {
             "remote": {"url": "https://mcp.example.com/mcp"}
         }}"#,
     );
+    // A bare file name, as in the README, in the directory the command runs in.
+    assert!(claude.ends_with("/claude_desktop_config.json"));
     let (code, stdout, stderr) = gateway(
-        &["import-servers", &claude, "--config", &config, "--json"],
+        &[
+            "import-servers",
+            "claude_desktop_config.json",
+            "--config",
+            &config,
+            "--json",
+        ],
         dir.path(),
     );
     assert_eq!(code, 0, "{stderr}");
@@ -455,6 +463,12 @@ struct StdioClient {
 
 impl StdioClient {
     fn start(config: &str, socket: bool) -> Self {
+        Self::start_with(config, socket, false)
+    }
+
+    /// Like [`Self::start`]; with `close_stderr`, the gateway's stderr is a pipe whose reading
+    /// end is closed at once, as a client that stops reading it leaves it.
+    fn start_with(config: &str, socket: bool, close_stderr: bool) -> Self {
         use std::{
             io::{BufRead, BufReader},
             os::{fd::OwnedFd, unix::net::UnixStream},
@@ -466,7 +480,11 @@ impl StdioClient {
         command
             .args(["stdio", "--config", config])
             .env("NO_COLOR", "1")
-            .stderr(Stdio::null());
+            .stderr(if close_stderr {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            });
         let ours = if socket {
             let (ours, theirs) = UnixStream::pair().unwrap();
             command
@@ -479,6 +497,7 @@ impl StdioClient {
         };
         let mut child = command.spawn().unwrap();
         drop(command);
+        drop(child.stderr.take());
         let socket = ours.as_ref().map(|s| s.try_clone().unwrap());
         let (to, from): (Box<dyn std::io::Write>, Box<dyn std::io::Read + Send>) = match ours {
             Some(ours) => (Box::new(ours.try_clone().unwrap()), Box::new(ours)),
@@ -528,6 +547,16 @@ impl StdioClient {
             .recv_timeout(std::time::Duration::from_secs(60))
             .expect("an answer");
         serde_json::from_str(&line).unwrap()
+    }
+
+    /// The answer to request `id`, past the notifications before it.
+    fn answer_to(&self, id: i64) -> serde_json::Value {
+        loop {
+            let message = self.answer();
+            if message["id"] == id {
+                return message;
+            }
+        }
     }
 
     fn initialize(&mut self) -> serde_json::Value {
@@ -582,6 +611,42 @@ fn the_stdio_front_door_serves_pipes_and_sockets() {
             listed["result"]["tools"].is_array(),
             "socket: {socket}: {listed}"
         );
+    }
+}
+
+/// A server that cannot start does not hold up the others: the client that launched the gateway
+/// has its answers, with the tools of the servers that are up, long before the connect timeout.
+/// Nor does a client that closed the gateway's stderr lose anything but the log lines.
+#[test]
+fn the_stdio_front_door_serves_what_is_up_and_survives_a_closed_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = stdio_config(
+        dir.path(),
+        &format!(
+            "[timeouts]\nconnect_secs = 3600\n[servers.demo]\ncommand = \"{}\"\nargs = [\"demo-server\"]\n[servers.missing]\ncommand = \"{}\"\n",
+            env!("CARGO_BIN_EXE_mcp-gateway"),
+            dir.path().join("no-such-server").display()
+        ),
+    );
+    for close_stderr in [false, true] {
+        let mut client = StdioClient::start_with(&config, false, close_stderr);
+        assert_eq!(
+            client.initialize()["id"],
+            1,
+            "stderr closed: {close_stderr}"
+        );
+        client.ask(
+            serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "demo__echo", "arguments": {"text": "up"}}}),
+        );
+        let echoed = client.answer_to(2);
+        assert_eq!(
+            echoed["result"]["content"][0]["text"], "up",
+            "stderr closed: {close_stderr}: {echoed}"
+        );
+        client.close_input();
+        let status = client.child.wait().unwrap();
+        assert!(status.success(), "stderr closed: {close_stderr}: {status}");
     }
 }
 

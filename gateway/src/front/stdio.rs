@@ -26,10 +26,14 @@ use crate::{Gateway, handler::GatewayHandler};
 /// Serves one client over this process's stdin and stdout until it disconnects.
 pub async fn serve(gateway: Arc<Gateway>) -> anyhow::Result<()> {
     // A client that launches a command lists tools straight after connecting, and a one-shot
-    // client never asks again: answer only once the upstreams are connected (or the connect
-    // timeout has passed, after which the ones that are up are served).
-    let _ =
-        tokio::time::timeout(gateway.config.routing.connect_timeout, gateway.wait_ready()).await;
+    // client never asks again: answer only once each upstream is connected or has failed an
+    // attempt (or the connect timeout has passed), and serve the ones that are up. One that
+    // cannot start does not hold up the others; its tools come with list_changed when it does.
+    let _ = tokio::time::timeout(
+        gateway.config.routing.connect_timeout,
+        gateway.wait_settled(),
+    )
+    .await;
     let handler = GatewayHandler::stdio(gateway.clone());
     let limit = gateway.config.listen.max_body_bytes;
     let service = handler.serve(Lines::new(reader(), writer(), limit)).await?;

@@ -361,8 +361,8 @@ impl RunnerLauncher {
             // stream in `mcp-gateway stdio`.
             let server = server.to_owned();
             tokio::spawn(async move {
-                let mut lines = tokio::io::BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
+                let mut lines = StderrLines::new(stderr);
+                while let Some(line) = lines.next().await {
                     tracing::info!(target: "upstream_stderr", server = %server, "{line}");
                 }
             });
@@ -769,9 +769,93 @@ pub fn installation_paths(
     found
 }
 
+/// The longest line of a server's stderr that is logged whole; the rest of a longer one is
+/// dropped, so a server cannot grow the gateway's memory by writing without a newline.
+const STDERR_LINE_MAX: usize = 8 * 1024;
+
+/// The lines of a server's stderr, as text: bytes that are not UTF-8 are replaced, and a line
+/// over [`STDERR_LINE_MAX`] is cut there and marked. Ends with the stream or its first error.
+struct StderrLines<R> {
+    reader: tokio::io::BufReader<R>,
+    line: Vec<u8>,
+    ended: bool,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> StderrLines<R> {
+    fn new(stderr: R) -> Self {
+        Self {
+            reader: tokio::io::BufReader::new(stderr),
+            line: Vec::new(),
+            ended: false,
+        }
+    }
+
+    async fn next(&mut self) -> Option<String> {
+        let mut cut = false;
+        while !self.ended {
+            let chunk = match self.reader.fill_buf().await {
+                Ok(chunk) if !chunk.is_empty() => chunk,
+                _ => {
+                    self.ended = true;
+                    break;
+                }
+            };
+            let end = chunk.iter().position(|&b| b == b'\n');
+            let body = &chunk[..end.unwrap_or(chunk.len())];
+            let room = STDERR_LINE_MAX.saturating_sub(self.line.len());
+            cut |= body.len() > room;
+            self.line.extend_from_slice(&body[..body.len().min(room)]);
+            let taken = end.map_or(chunk.len(), |i| i + 1);
+            self.reader.consume(taken);
+            if end.is_some() {
+                return Some(self.take(cut));
+            }
+        }
+        (!self.line.is_empty()).then(|| self.take(cut))
+    }
+
+    fn take(&mut self, cut: bool) -> String {
+        let text = String::from_utf8_lossy(&self.line);
+        let text = text.strip_suffix('\r').unwrap_or(&text);
+        let line = if cut {
+            format!("{text} [cut at {STDERR_LINE_MAX} bytes]")
+        } else {
+            text.to_owned()
+        };
+        self.line.clear();
+        line
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn stderr_lines_are_text_of_bounded_length() {
+        let mut input = b"first\r\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 3 * STDERR_LINE_MAX));
+        input.extend(b"\n\xff\xfe after bad bytes\nlast, without a newline");
+        let mut lines = StderrLines::new(&input[..]);
+        assert_eq!(lines.next().await.as_deref(), Some("first"));
+        let long = lines.next().await.unwrap();
+        assert!(long.starts_with(&"x".repeat(STDERR_LINE_MAX)));
+        assert!(
+            long.ends_with(" [cut at 8192 bytes]"),
+            "{}",
+            &long[long.len() - 40..]
+        );
+        assert!(long.len() < STDERR_LINE_MAX + 40);
+        assert_eq!(
+            lines.next().await.as_deref(),
+            Some("\u{fffd}\u{fffd} after bad bytes")
+        );
+        assert_eq!(
+            lines.next().await.as_deref(),
+            Some("last, without a newline")
+        );
+        assert_eq!(lines.next().await, None);
+    }
 
     #[test]
     fn installations() {

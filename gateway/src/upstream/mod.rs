@@ -382,6 +382,16 @@ impl Upstream {
             .await;
     }
 
+    /// Waits until the upstream's attempt to connect has settled: it is connected, or the attempt
+    /// failed (the supervisor retries after a backoff, and clients hear of the server's tools
+    /// when it comes up). Returns at once for a disabled one.
+    pub async fn wait_settled(&self) {
+        let mut rx = self.state.subscribe();
+        let _ = rx
+            .wait_for(|s| !matches!(s, UpstreamState::Connecting))
+            .await;
+    }
+
     pub fn catalog(&self) -> Arc<Catalog> {
         read(&self.catalog).clone()
     }
