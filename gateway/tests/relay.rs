@@ -361,6 +361,68 @@ async fn per_client_servers_keep_each_clients_state_apart() {
     .await
     .expect("the ended session's upstream connection is closed");
     assert_eq!(tally(&b, "mine__tally").await, "2");
+
+    // A per-client server that dies is started again by the session's next call, with state
+    // of its own from the start (the shared one is restarted by its supervisor meanwhile).
+    for pid in descendants_running("demo-server") {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
+    let fresh = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let peer = b.service.peer().clone();
+            match peer
+                .call_tool(call("mine__tally", serde_json::json!({})))
+                .await
+            {
+                Ok(result) => break text(&result),
+                // The call that finds the old connection still open fails; the next ones start
+                // a new server.
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await
+    .expect("a call of the session reaches a new server");
+    assert_eq!(fresh, "1");
+}
+
+/// The processes below this one whose command line contains `pattern`.
+fn descendants_running(pattern: &str) -> Vec<u32> {
+    let parent_of = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let mine = std::process::id();
+    let all: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    all.into_iter()
+        .filter(|&pid| {
+            let mut at = pid;
+            while let Some(parent) = parent_of(at) {
+                if parent == mine {
+                    return true;
+                }
+                if parent <= 1 {
+                    break;
+                }
+                at = parent;
+            }
+            false
+        })
+        .filter(|&pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(pattern))
+        })
+        .collect()
 }
 
 #[tokio::test]

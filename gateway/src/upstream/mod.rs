@@ -451,9 +451,12 @@ impl Upstream {
         }
         let mut connections = self.per_client.lock().await;
         if let Some(connection) = connections.get(&session) {
-            if !connection.is_closed() {
+            // A connection whose server went away ends its service loop, which closes the
+            // peer's channel; the session's next request starts a new one.
+            if !connection.is_closed() && !connection.peer().is_transport_closed() {
                 return Ok(connection.peer().clone());
             }
+            tracing::info!(server = %self.name, session, "a per-client upstream session ended; starting another");
             connections.remove(&session);
         }
         // Boxed: starting a connection is a large future, and every call's future would
