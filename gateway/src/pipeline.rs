@@ -132,17 +132,21 @@ async fn drive(
     loop {
         match call.run(ctx).await {
             Step::Done(result) => return result,
+            // Only what the client declared it can answer is asked, in either era; anything
+            // else is refused to the upstream at once, as the client itself would refuse it. A
+            // client that never declared sampling need not answer it, and the call would wait
+            // for its deadline.
+            Step::NeedsInput(request, reply)
+                if !client_can_answer(ctx, &request)
+                    || (modern_client && input_request(&request).is_none()) =>
+            {
+                let _ = reply.send(Err(McpError::new(
+                    rmcp::model::ErrorCode::METHOD_NOT_FOUND,
+                    "the client does not support this request",
+                    None,
+                )));
+            }
             Step::NeedsInput(request, reply) if modern_client => {
-                // Only what the client declared it can answer is asked; anything else is refused
-                // to the upstream at once, as the client itself would refuse it.
-                if input_request(&request).is_none() || !client_can_answer(ctx, &request) {
-                    let _ = reply.send(Err(McpError::new(
-                        rmcp::model::ErrorCode::METHOD_NOT_FOUND,
-                        "the client does not support this request",
-                        None,
-                    )));
-                    continue;
-                }
                 return Ok(suspend(sessions, call, request, reply));
             }
             Step::NeedsInput(request, reply) => {

@@ -9,11 +9,13 @@ the upstream having received the client's answer.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import anyio
 import pytest
 from mcp import Client
+from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.types import CreateMessageResult, ElicitResult, TextContent
 
 from support import HANG_GUARD_SECS, NEGOTIATED_VERSION
@@ -58,3 +60,51 @@ async def test_elicitation_reaches_the_client_that_made_the_call(gateway_url: st
     assert not result.is_error, result
     assert "User provided the requested information" in text(result)
     assert "Ada Lovelace" in text(result)
+
+
+async def test_sampling_is_not_asked_of_a_legacy_client_that_did_not_declare_it(gateway_url: str) -> None:
+    """A client that declared no sampling capability is never sent `sampling/createMessage`: the
+    gateway refuses the upstream's request itself, and the call ends at once instead of waiting
+    for an answer that a client which ignores the request never sends."""
+    headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+
+    def messages(body: str) -> list[dict[str, Any]]:
+        lines = [line.removeprefix("data:").strip() for line in body.splitlines() if line.startswith("data:")]
+        return [json.loads(line) for line in lines if line]
+
+    with anyio.fail_after(HANG_GUARD_SECS):
+        async with create_mcp_http_client() as http:
+            opened = await http.post(
+                gateway_url,
+                headers=headers,
+                json={
+                    "jsonrpc": "2.0",
+                    "id": 1,
+                    "method": "initialize",
+                    "params": {
+                        "protocolVersion": "2025-11-25",
+                        "capabilities": {},
+                        "clientInfo": {"name": "no-sampling", "version": "1"},
+                    },
+                },
+            )
+            assert opened.status_code == 200, opened.text
+            headers["mcp-session-id"] = opened.headers["mcp-session-id"]
+            headers["mcp-protocol-version"] = "2025-11-25"
+            await http.post(gateway_url, headers=headers, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+            called = await http.post(
+                gateway_url,
+                headers=headers,
+                json={
+                    "jsonrpc": "2.0",
+                    "id": 2,
+                    "method": "tools/call",
+                    "params": {"name": "everything__trigger-sampling-request", "arguments": {"prompt": "hi"}},
+                },
+            )
+
+    sent = messages(called.text)
+    assert not [m for m in sent if m.get("method") == "sampling/createMessage"], sent
+    answer = [m for m in sent if m.get("id") == 2]
+    assert answer, sent
+    assert "error" in answer[0] or answer[0]["result"].get("isError"), answer[0]
