@@ -424,6 +424,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve { config, bind } => {
             let (gateway, _store) = start(&config).await?;
             let address = bind.unwrap_or(gateway.config.listen.bind);
+            gateway
+                .config
+                .auth
+                .check_bind(address)
+                .map_err(|e| anyhow::anyhow!("{}: --bind: {e}", config.display()))?;
             let listener = front::http::bind(address)
                 .await
                 .with_context(|| format!("cannot bind {address}"))?;

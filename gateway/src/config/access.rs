@@ -15,9 +15,27 @@ use crate::{
 #[derive(Clone)]
 pub struct AuthConfig {
     pub anonymous: bool,
+    /// Anonymous access may be served on an address other than loopback.
+    pub anonymous_beyond_loopback: bool,
     pub issuers: Vec<Arc<JwtIssuer>>,
     pub stdio_client: String,
     pub stdio_groups: Vec<String>,
+}
+
+impl AuthConfig {
+    /// Refuses anonymous access on `bind` when it is not a loopback address, unless the config
+    /// says so (`auth.anonymous_beyond_loopback`).
+    pub fn check_bind(&self, bind: std::net::SocketAddr) -> Result<(), String> {
+        if !self.anonymous || bind.ip().is_loopback() || self.anonymous_beyond_loopback {
+            return Ok(());
+        }
+        Err(format!(
+            "auth.anonymous: anonymous access on {bind}, which is not a loopback address, would \
+             let anyone who can reach it call every tool; use API keys (`mcp-gateway clients \
+             create`) or JWTs, or, behind a proxy that authenticates every request, set \
+             auth.anonymous_beyond_loopback = true"
+        ))
+    }
 }
 
 impl std::fmt::Debug for AuthConfig {
@@ -130,6 +148,7 @@ pub(super) fn auth(raw: &RawAuth, base: &Path) -> Result<AuthConfig, String> {
         .map_err(|e| format!("auth.stdio_client: {e}"))?;
     Ok(AuthConfig {
         anonymous: raw.anonymous.unwrap_or(false),
+        anonymous_beyond_loopback: raw.anonymous_beyond_loopback.unwrap_or(false),
         issuers,
         stdio_client,
         stdio_groups: raw.stdio_groups.clone().unwrap_or_default(),

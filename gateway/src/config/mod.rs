@@ -423,6 +423,8 @@ impl Config {
             ConfigError::new(path, section_line(text, section), message)
         };
         let auth = access::auth(&raw.auth, &base).map_err(|m| section_error("auth", m))?;
+        auth.check_bind(listen.bind)
+            .map_err(|m| section_error("auth", m))?;
         let policy = access::policy(&raw.policy, &base).map_err(|m| section_error("policy", m))?;
         let limits = access::limits(&raw.limits, vars).map_err(|m| section_error("limits", m))?;
         let sandbox =

@@ -169,6 +169,10 @@ pub struct RawAuth {
     /// Default `false`: a request without credentials gets HTTP 401. API keys created with
     /// `mcp-gateway clients create` are accepted as `Authorization: Bearer mgw_...` either way.
     pub anonymous: Option<bool>,
+    /// Accept anonymous requests although `listen.bind` is not a loopback address: behind a
+    /// proxy that authenticates every request itself, say. Default `false`: such a config is
+    /// refused, since anyone who can reach the address could call every tool.
+    pub anonymous_beyond_loopback: Option<bool>,
     /// Trusted issuers of JWT bearer tokens.
     #[serde(default)]
     pub jwt: Vec<RawJwt>,

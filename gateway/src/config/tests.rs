@@ -220,9 +220,9 @@ fn access_defaults_are_closed_and_errors_name_the_section() {
 
     check_err(
         "[auth]\nanonymus = true\n",
-        expect![[
-            r#"/etc/gw/gateway.toml:2: unknown field `anonymus`, expected one of `anonymous`, `jwt`, `stdio_client`, `stdio_groups`"#
-        ]],
+        expect![
+            "/etc/gw/gateway.toml:2: unknown field `anonymus`, expected one of `anonymous`, `anonymous_beyond_loopback`, `jwt`, `stdio_client`, `stdio_groups`"
+        ],
     );
     check_err(
         "\n[[auth.jwt]]\nissuer = \"https://idp\"\naudience = [\"gw\"]\nkeys = [\"k.pem\"]\nalgorithms = [\"HS256\"]\n",
@@ -287,5 +287,34 @@ fn a_session_outlives_the_call_timeout() {
     assert!(
         error.contains("listen.session_idle_secs: 30 is shorter than the call timeout (60 s"),
         "{error}"
+    );
+}
+
+#[test]
+fn anonymous_access_beyond_loopback_must_be_asked_for() {
+    check_err(
+        "[listen]\nbind = \"0.0.0.0:8080\"\n\n[auth]\nanonymous = true\n",
+        expect![[
+            r#"/etc/gw/gateway.toml:4: auth.anonymous: anonymous access on 0.0.0.0:8080, which is not a loopback address, would let anyone who can reach it call every tool; use API keys (`mcp-gateway clients create`) or JWTs, or, behind a proxy that authenticates every request, set auth.anonymous_beyond_loopback = true"#
+        ]],
+    );
+    let parse = |text: &str| Config::parse(Path::new("/etc/gw/gateway.toml"), text, &vars());
+    // Asked for, behind a proxy; anonymous on loopback; credentials on any address.
+    parse("[listen]\nbind = \"0.0.0.0:8080\"\n[auth]\nanonymous = true\nanonymous_beyond_loopback = true\n")
+        .unwrap();
+    parse("[listen]\nbind = \"[::1]:8080\"\n[auth]\nanonymous = true\n").unwrap();
+    let config = parse("[listen]\nbind = \"0.0.0.0:8080\"\n").unwrap();
+    assert!(
+        config
+            .auth
+            .check_bind("192.0.2.1:80".parse().unwrap())
+            .is_ok()
+    );
+    let anonymous = parse("[auth]\nanonymous = true\n").unwrap();
+    assert!(
+        anonymous
+            .auth
+            .check_bind("192.0.2.1:80".parse().unwrap())
+            .is_err()
     );
 }

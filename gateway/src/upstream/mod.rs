@@ -163,13 +163,33 @@ pub enum UpstreamError {
     Timeout { server: String, timeout: Duration },
     #[error("server `{server}` closed the connection before answering")]
     Closed { server: String },
-    #[error("server `{server}` failed: {source}")]
+    #[error("server `{server}` failed: {}", plain_service_error(.source))]
     Service {
         server: String,
         // Boxed: the error is large and travels in every upstream `Result`.
         #[source]
         source: Box<ServiceError>,
     },
+}
+
+/// What went wrong with a request, as a client or an operator should read it: rmcp's transport
+/// errors name the transport's Rust type (`Transport [gateway::upstream::tap::...] error: HTTP
+/// 500`), which says nothing to either, so only the underlying error is kept.
+fn plain_service_error(error: &ServiceError) -> String {
+    match error {
+        ServiceError::TransportSend(e) => e.error.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// [`plain_service_error`] for the errors of a connection's start.
+fn plain_init_error(error: &rmcp::service::ClientInitializeError) -> String {
+    match error {
+        rmcp::service::ClientInitializeError::TransportError { error, context } => {
+            format!("{} ({context})", error.error)
+        }
+        other => other.to_string(),
+    }
 }
 
 /// A server started for one call, in a sandbox of its own; [`PerCall::close`] ends it.
@@ -738,7 +758,7 @@ impl Upstream {
                     .serve_with_lifecycle(transport, lifecycle)
                     .await
                     .map(|connection| (connection, Some(report)))
-                    .map_err(|e| format!("initialization failed: {e}"));
+                    .map_err(|e| format!("initialization failed: {}", plain_init_error(&e)));
             }
             TransportSpec::Http(spec) if spec.legacy_sse => {
                 let sse = legacy_sse::LegacySseTransport::connect(
@@ -767,7 +787,7 @@ impl Upstream {
         };
         result
             .map(|connection| (connection, None))
-            .map_err(|e| format!("initialization failed: {e}"))
+            .map_err(|e| format!("initialization failed: {}", plain_init_error(&e)))
     }
 
     /// Serves one connection until it ends or the gateway shuts down.
@@ -1404,4 +1424,32 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use rmcp::{
+        RoleClient,
+        service::ServiceError,
+        transport::{DynamicTransportError, async_rw::AsyncRwTransport},
+    };
+
+    use super::UpstreamError;
+
+    #[test]
+    fn a_transport_error_does_not_name_the_transport_type() {
+        type Http = super::tap::NotificationTap<
+            AsyncRwTransport<RoleClient, tokio::io::Empty, tokio::io::Sink>,
+        >;
+        let error = UpstreamError::Service {
+            server: "remote".to_owned(),
+            source: Box::new(ServiceError::TransportSend(DynamicTransportError::new::<
+                Http,
+                RoleClient,
+            >(
+                std::io::Error::other("HTTP 500"),
+            ))),
+        };
+        assert_eq!(error.to_string(), "server `remote` failed: HTTP 500");
+    }
 }
