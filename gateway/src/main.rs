@@ -50,6 +50,9 @@ enum Command {
     CheckConfig {
         #[arg(long, short, default_value = "gateway.toml")]
         config: PathBuf,
+        /// The file to check, instead of `--config`.
+        #[arg(conflicts_with = "config")]
+        file: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -412,6 +415,60 @@ impl std::io::Write for Stderr {
     }
 }
 
+/// `check-config`: exits 0 with a summary, or non-zero with the file, line and key at fault.
+fn check_config(config: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+    match Config::load(config) {
+        Ok(loaded) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": true, "file": config, "servers": loaded.servers.iter().map(|s| &s.name).collect::<Vec<_>>()})
+                );
+            } else {
+                let n = loaded.servers.len();
+                println!(
+                    "{}: ok ({n} server{})",
+                    config.display(),
+                    if n == 1 { "" } else { "s" }
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "file": e.file, "line": e.line, "error": e.message})
+                );
+            } else {
+                say(format_args!("{e}"));
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Hides what an imported server's spec holds literally in `env`, `headers` and `bearer_token`:
+/// secrets, as often as not. A value that names a variable (`${TOKEN}`) is shown; the secret is
+/// in the environment, not here.
+fn redact_secrets(spec: &mut serde_json::Value) {
+    fn hide(value: &mut serde_json::Value) {
+        if let Some(text) = value.as_str()
+            && !text.contains("${")
+        {
+            *value = serde_json::Value::String("***".to_owned());
+        }
+    }
+    for table in ["env", "headers"] {
+        if let Some(values) = spec.get_mut(table).and_then(|t| t.as_object_mut()) {
+            values.values_mut().for_each(hide);
+        }
+    }
+    if let Some(token) = spec.get_mut("bearer_token") {
+        hide(token);
+    }
+}
+
 /// Writes a line to stderr, as [`Stderr`] does: never a panic on a closed pipe.
 fn say(line: std::fmt::Arguments<'_>) {
     use std::io::Write as _;
@@ -467,34 +524,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { config } => status(&config).await,
-        Command::CheckConfig { config, json } => match Config::load(&config) {
-            Ok(loaded) => {
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::json!({"ok": true, "file": config, "servers": loaded.servers.iter().map(|s| &s.name).collect::<Vec<_>>()})
-                    );
-                } else {
-                    println!(
-                        "{}: ok ({} servers)",
-                        config.display(),
-                        loaded.servers.len()
-                    );
-                }
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(e) => {
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::json!({"ok": false, "file": e.file, "line": e.line, "error": e.message})
-                    );
-                } else {
-                    eprintln!("{e}");
-                }
-                Ok(ExitCode::FAILURE)
-            }
-        },
+        Command::CheckConfig { config, file, json } => {
+            let config = file.unwrap_or(config);
+            check_config(&config, json)
+        }
         Command::ImportServers { file, config, json } => {
             let loaded = Config::load(&config)?;
             let mut servers = config::import::read_mcp_servers(&file)?;
@@ -547,7 +580,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let loaded = Config::load(&config)?;
                 let store = Store::open(&loaded.storage.database_url).await?;
                 store.record_config_servers(&loaded.servers).await?;
-                let servers = store.servers().await?;
+                let mut servers = store.servers().await?;
+                for server in &mut servers {
+                    redact_secrets(&mut server.spec);
+                }
                 if json {
                     println!("{}", serde_json::to_string_pretty(&servers)?);
                 } else {
@@ -1093,15 +1129,21 @@ async fn start(path: &std::path::Path) -> anyhow::Result<(Arc<Gateway>, Store)> 
             tracing::warn!(server = %name, "an imported server has the name of a configured one; the configured one wins");
             continue;
         }
-        let spec = config::validate_server(
+        // One imported server that cannot be read now (a variable it names is not set) is left
+        // out, not every server: the others, and the config's own, are served.
+        match config::validate_server(
             &name,
             &raw,
             &base,
             &Vars::from_env(),
             config.routing.call_timeout,
-        )
-        .map_err(|e| anyhow::anyhow!("imported server in the database: {e}"))?;
-        config.servers.push(spec);
+        ) {
+            Ok(spec) => config.servers.push(spec),
+            Err(e) => tracing::error!(
+                server = %name,
+                "an imported server is not served: {e}; set what it needs and restart, or `mcp-gateway servers remove {name}`"
+            ),
+        }
     }
     if config.routing.pass_through && config.servers.iter().filter(|s| s.enabled).count() != 1 {
         anyhow::bail!(

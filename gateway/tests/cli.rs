@@ -38,7 +38,11 @@ fn check_config_reports_file_line_and_key() {
     );
     let (code, stdout, _) = gateway(&["check-config", "--config", &good], dir.path());
     assert_eq!(code, 0);
-    assert!(stdout.contains("ok (1 servers)"), "{stdout}");
+    assert!(stdout.contains("ok (1 server)"), "{stdout}");
+    // The file may also be named as `import-servers` takes its file.
+    let (code, stdout, _) = gateway(&["check-config", "good.toml"], dir.path());
+    assert_eq!(code, 0);
+    assert!(stdout.contains("good.toml: ok (1 server)"), "{stdout}");
 
     let bad = write(
         dir.path(),
@@ -73,7 +77,8 @@ fn imported_servers_are_registered_in_the_database() {
         "claude_desktop_config.json",
         r#"{"mcpServers": {
             "Time Server": {"command": "uvx", "args": ["mcp-server-time"], "env": {"TZ": "UTC"}},
-            "remote": {"url": "https://mcp.example.com/mcp"}
+            "remote": {"url": "https://mcp.example.com/mcp",
+                       "headers": {"X-Key": "literal-secret", "Authorization": "Bearer ${REMOTE_TOKEN}"}}
         }}"#,
     );
     // A bare file name, as in the README, in the directory the command runs in.
@@ -101,6 +106,9 @@ fn imported_servers_are_registered_in_the_database() {
         dir.path(),
     );
     assert_eq!(code, 0);
+    // Literal values of env and headers may be secrets: listed hidden. A variable is named.
+    assert!(!stdout.contains("literal-secret"), "{stdout}");
+    assert!(stdout.contains("Bearer ${REMOTE_TOKEN}"), "{stdout}");
     let servers: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let summary: Vec<(String, String)> = servers
         .as_array()
@@ -648,6 +656,55 @@ fn the_stdio_front_door_serves_what_is_up_and_survives_a_closed_stderr() {
         let status = client.child.wait().unwrap();
         assert!(status.success(), "stderr closed: {close_stderr}: {status}");
     }
+}
+
+/// An imported server that names a variable that is not set is left out; the config's own
+/// servers are served.
+#[test]
+fn an_imported_server_that_cannot_be_read_is_left_out_and_the_rest_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = stdio_config(
+        dir.path(),
+        &format!(
+            "[servers.demo]\ncommand = \"{}\"\nargs = [\"demo-server\"]\n",
+            env!("CARGO_BIN_EXE_mcp-gateway")
+        ),
+    );
+    write(
+        dir.path(),
+        "claude.json",
+        r#"{"mcpServers": {"needs-secret": {"command": "true",
+            "env": {"KEY": "${MCP_GATEWAY_TEST_SET_AT_IMPORT}"}}}}"#,
+    );
+    // Set when it was imported, not when the gateway starts.
+    let imported = Command::new(env!("CARGO_BIN_EXE_mcp-gateway"))
+        .args(["import-servers", "claude.json", "--config", &config])
+        .current_dir(dir.path())
+        .env("MCP_GATEWAY_TEST_SET_AT_IMPORT", "secret")
+        .output()
+        .unwrap();
+    assert!(imported.status.success(), "{imported:?}");
+    let mut client = StdioClient::start(&config, false);
+    assert_eq!(client.initialize()["id"], 1);
+    client.ask(
+        serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "demo__echo", "arguments": {"text": "served"}}}),
+    );
+    assert_eq!(
+        client.answer_to(2)["result"]["content"][0]["text"],
+        "served"
+    );
+}
+
+/// A client that closes its input before it initialized (a probe) ends the gateway cleanly.
+#[test]
+fn the_stdio_front_door_ends_cleanly_when_a_client_leaves_before_initializing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = stdio_config(dir.path(), "");
+    let mut client = StdioClient::start(&config, false);
+    client.close_input();
+    let status = client.child.wait().unwrap();
+    assert!(status.success(), "{status}");
 }
 
 /// Each bad line gets the answer the HTTP front door gives the same body, and the session goes

@@ -547,9 +547,14 @@ pub fn validate_server(
                     "servers.{name}: `headers` and `bearer_token` apply only to `url` servers"
                 ));
             }
-            let command = interp("command", command)?;
+            let mut command = interp("command", command)?;
             if command.is_empty() {
                 return Err(format!("{}: must not be empty", key("command")));
+            }
+            // A relative path (`./server.py`, `bin/server`) means beside the config file, as
+            // every other path in it does; a bare name is looked up on PATH.
+            if command.contains('/') && std::path::Path::new(&command).is_relative() {
+                command = base.join(&command).to_string_lossy().into_owned();
             }
             let args = raw
                 .args

@@ -72,7 +72,9 @@ pub struct RawListen {
     /// `https://app.example.com:443`. Default: the loopback origins `http://localhost:*`,
     /// `http://127.0.0.1:*` and `http://[::1]:*`. A request carrying any other `Origin` is
     /// refused; requests without an `Origin` (non-browser clients) are accepted. An empty list
-    /// refuses every browser origin.
+    /// refuses every browser origin. The gateway does not answer CORS preflights, so a script
+    /// in a page cannot call it directly whatever this says; proxies such as the MCP
+    /// Inspector's can.
     pub allowed_origins: Option<Vec<String>>,
     /// Largest accepted request body in bytes. Default 4 MiB; larger bodies get HTTP 413. The
     /// stdio front door takes messages (lines) up to the same size and answers a longer one
@@ -284,7 +286,8 @@ pub struct RawTimeouts {
 #[derive(Debug, Default, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
-    /// Program to run for a stdio server, looked up on `PATH` when it has no `/`.
+    /// Program to run for a stdio server, looked up on `PATH` when it has no `/`; a relative
+    /// path is relative to the directory of the config file.
     pub command: Option<String>,
     /// Arguments of `command`.
     #[serde(default)]

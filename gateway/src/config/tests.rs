@@ -318,3 +318,19 @@ fn anonymous_access_beyond_loopback_must_be_asked_for() {
             .is_err()
     );
 }
+
+#[test]
+fn a_relative_command_is_beside_the_config_and_a_bare_one_on_path() {
+    let text = "[servers.local]\ncommand = \"./bin/server.py\"\n[servers.onpath]\ncommand = \"uvx\"\n[servers.absolute]\ncommand = \"/opt/server\"\n";
+    let config = Config::parse(Path::new("/etc/gw/gateway.toml"), text, &vars()).unwrap();
+    let command = |name: &str| {
+        let server = config.servers.iter().find(|s| s.name == name).unwrap();
+        match &server.transport {
+            TransportSpec::Stdio(stdio) => stdio.command.clone(),
+            TransportSpec::Http(_) => panic!("{name} is stdio"),
+        }
+    };
+    assert_eq!(command("local"), "/etc/gw/./bin/server.py");
+    assert_eq!(command("onpath"), "uvx");
+    assert_eq!(command("absolute"), "/opt/server");
+}

@@ -36,7 +36,16 @@ pub async fn serve(gateway: Arc<Gateway>) -> anyhow::Result<()> {
     .await;
     let handler = GatewayHandler::stdio(gateway.clone());
     let limit = gateway.config.listen.max_body_bytes;
-    let service = handler.serve(Lines::new(reader(), writer(), limit)).await?;
+    let service = match handler.serve(Lines::new(reader(), writer(), limit)).await {
+        Ok(service) => service,
+        // The client went away before it initialized (a probe, or a client that gave up): an
+        // end like any other, not a failure of the gateway.
+        Err(rmcp::service::ServerInitializeError::ConnectionClosed(_)) => {
+            tracing::info!("the client closed its input before it initialized");
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
     let _ = service.waiting().await;
     Ok(())
 }

@@ -910,7 +910,19 @@ impl Upstream {
                     tracing::warn!(server = %self.name, reason = ?reason.ok(), "upstream connection ended");
                     break;
                 }
-                Some(kind) = list_rx.recv() => self.list_changed(&peer, kind, cx).await,
+                Some(kind) = list_rx.recv() => {
+                    // A burst of changes (a server may send thousands) is one re-list of each
+                    // list, and one notice to the clients, not one for every change.
+                    let mut kinds = vec![kind];
+                    while let Ok(more) = list_rx.try_recv() {
+                        if !kinds.contains(&more) {
+                            kinds.push(more);
+                        }
+                    }
+                    for kind in kinds {
+                        self.list_changed(&peer, kind, cx).await;
+                    }
+                }
                 notification = next_notification(&mut lists) => match notification {
                     Some(ServerNotification::ToolListChangedNotification(_)) => {
                         self.list_changed(&peer, ListKind::Tools, cx).await
