@@ -9,10 +9,16 @@
 use std::{path::Path, process::Command};
 
 fn gateway(args: &[&str], dir: &Path) -> (i32, String, String) {
+    gateway_with_env(args, dir, &[])
+}
+
+/// Like [`gateway`], with these variables set.
+fn gateway_with_env(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> (i32, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_mcp-gateway"))
         .args(args)
         .current_dir(dir)
         .env("NO_COLOR", "1")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     (
@@ -83,7 +89,7 @@ fn imported_servers_are_registered_in_the_database() {
     );
     // A bare file name, as in the README, in the directory the command runs in.
     assert!(claude.ends_with("/claude_desktop_config.json"));
-    let (code, stdout, stderr) = gateway(
+    let (code, stdout, stderr) = gateway_with_env(
         &[
             "import-servers",
             "claude_desktop_config.json",
@@ -92,6 +98,7 @@ fn imported_servers_are_registered_in_the_database() {
             "--json",
         ],
         dir.path(),
+        &[("REMOTE_TOKEN", "t")],
     );
     assert_eq!(code, 0, "{stderr}");
     let imported: serde_json::Value = serde_json::from_str(&stdout).unwrap();
@@ -677,13 +684,12 @@ fn an_imported_server_that_cannot_be_read_is_left_out_and_the_rest_served() {
             "env": {"KEY": "${MCP_GATEWAY_TEST_SET_AT_IMPORT}"}}}}"#,
     );
     // Set when it was imported, not when the gateway starts.
-    let imported = Command::new(env!("CARGO_BIN_EXE_mcp-gateway"))
-        .args(["import-servers", "claude.json", "--config", &config])
-        .current_dir(dir.path())
-        .env("MCP_GATEWAY_TEST_SET_AT_IMPORT", "secret")
-        .output()
-        .unwrap();
-    assert!(imported.status.success(), "{imported:?}");
+    let (code, _, stderr) = gateway_with_env(
+        &["import-servers", "claude.json", "--config", &config],
+        dir.path(),
+        &[("MCP_GATEWAY_TEST_SET_AT_IMPORT", "secret")],
+    );
+    assert_eq!(code, 0, "{stderr}");
     let mut client = StdioClient::start(&config, false);
     assert_eq!(client.initialize()["id"], 1);
     client.ask(
