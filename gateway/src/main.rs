@@ -417,7 +417,21 @@ impl std::io::Write for Stderr {
 
 /// `check-config`: exits 0 with a summary, or non-zero with the file, line and key at fault.
 fn check_config(config: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
-    match Config::load(config) {
+    // What `serve` and `stdio` read besides the config itself: the policy file it names.
+    let checked =
+        Config::load(config).and_then(
+            |loaded| match gateway::policy::PolicyEngine::load_or_default(
+                loaded.policy.file.as_ref(),
+            ) {
+                Ok(_) => Ok(loaded),
+                Err(e) => Err(config::ConfigError {
+                    file: config.to_owned(),
+                    line: None,
+                    message: format!("policy.file: {e}"),
+                }),
+            },
+        );
+    match checked {
         Ok(loaded) => {
             if json {
                 println!(

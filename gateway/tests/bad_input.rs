@@ -345,6 +345,27 @@ async fn bodies_that_cannot_arrive_are_answered_at_once() {
     let body = br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
     let answer = raw_exchange(gw.addr, &head(1000), body).await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+
+    // A request that names its host twice, in ways that disagree, is refused before any Host
+    // check reads the first: two Host headers, or an absolute-form target for another host.
+    for head in [
+        "GET /healthz HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\n\r\n".to_owned(),
+        "GET http://evil.example/readyz HTTP/1.1\r\nHost: localhost\r\n\r\n".to_owned(),
+    ] {
+        let answer = raw_exchange(gw.addr, &head, b"").await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{head}: {answer}");
+    }
+    // One Host, or an absolute-form target for the same host, is fine.
+    let answer = raw_exchange(
+        gw.addr,
+        &format!(
+            "GET http://{0}/healthz HTTP/1.1\r\nHost: {0}\r\n\r\n",
+            gw.addr
+        ),
+        b"",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
 #[tokio::test]

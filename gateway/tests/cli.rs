@@ -62,6 +62,22 @@ fn check_config_reports_file_line_and_key() {
         "{stderr}"
     );
 
+    // The policy file it names is read and checked too, as `serve` will.
+    write(
+        dir.path(),
+        "broken.cedar",
+        "permit(principal, action, resource) when { bogus };\n",
+    );
+    let with_policy = write(
+        dir.path(),
+        "with-policy.toml",
+        "[policy]\nfile = \"broken.cedar\"\n",
+    );
+    let (code, _, stderr) = gateway(&["check-config", &with_policy], dir.path());
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("policy.file: "), "{stderr}");
+    assert!(stderr.contains("broken.cedar:1"), "{stderr}");
+
     let (code, stdout, _) = gateway(&["check-config", "--json", "--config", &bad], dir.path());
     assert_eq!(code, 1);
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();

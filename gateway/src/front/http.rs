@@ -91,6 +91,30 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .merge(guarded)
         .route("/healthz", get(|| async { "ok" }))
         .with_state(gateway)
+        .layer(middleware::from_fn(one_host))
+}
+
+/// Refuses a request that names its host twice in ways that may disagree: two `Host` headers
+/// (RFC 9112 §3.2 requires 400), or an absolute-form target whose authority is not the `Host`
+/// (§3.2.2 says the target wins, while every Host check here reads the header).
+async fn one_host(request: Request, next: Next) -> Response {
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    let twice = hosts.next().is_some();
+    let disagree = match (request.uri().authority(), host) {
+        (Some(target), Some(host)) => host
+            .to_str()
+            .is_ok_and(|host| !target.as_str().eq_ignore_ascii_case(host)),
+        _ => false,
+    };
+    if twice || disagree {
+        return (
+            StatusCode::BAD_REQUEST,
+            "the request must name one host: a single Host header that matches its target",
+        )
+            .into_response();
+    }
+    next.run(request).await
 }
 
 /// Refuses a request whose `Host` (or HTTP/2 `:authority`) is not in `allowed`, with the
