@@ -13,8 +13,8 @@ use super::raw::RawServer;
 
 #[derive(Debug, Deserialize)]
 struct McpServersFile {
-    #[serde(rename = "mcpServers", alias = "servers", default)]
-    servers: BTreeMap<String, ClientServerEntry>,
+    #[serde(rename = "mcpServers", alias = "servers")]
+    servers: Option<BTreeMap<String, ClientServerEntry>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -37,20 +37,18 @@ struct ClientServerEntry {
 /// Why an `mcpServers` file could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
-    #[error("{file}: cannot read: {source}")]
-    Read {
-        file: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{file}: {source}")]
+    // The error is in the message, and not also a `source` that `{:#}` would print again.
+    #[error("{file}: cannot read: {error}")]
+    Read { file: String, error: std::io::Error },
+    #[error("{file}: {error}")]
     Parse {
         file: String,
         line: usize,
         column: usize,
-        #[source]
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
+    #[error("{file}: no `mcpServers` (or `servers`) object, so no server to import")]
+    NoServers { file: String },
     #[error("{file}: server name `{name}` cannot be turned into a valid server name")]
     BadName { file: String, name: String },
     #[error("{file}: servers `{first}` and `{second}` both become `{name}`")]
@@ -65,25 +63,32 @@ pub enum ImportError {
 /// Reads a client's `mcpServers` file into raw server entries keyed by gateway server name.
 pub fn read_mcp_servers(path: &Path) -> Result<Vec<(String, RawServer)>, ImportError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| ImportError::Read {
+    let text = std::fs::read_to_string(path).map_err(|error| ImportError::Read {
         file: file.clone(),
-        source,
+        error,
     })?;
     parse_mcp_servers(&file, &text)
 }
 
 /// Parses the text of an `mcpServers` file; `file` is used in error messages.
 pub fn parse_mcp_servers(file: &str, text: &str) -> Result<Vec<(String, RawServer)>, ImportError> {
+    // Windows editors start a UTF-8 file with a byte-order mark, which JSON does not allow.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let parsed: McpServersFile =
-        serde_json::from_str(text).map_err(|source| ImportError::Parse {
+        serde_json::from_str(text).map_err(|error| ImportError::Parse {
             file: file.to_owned(),
-            line: source.line(),
-            column: source.column(),
-            source,
+            line: error.line(),
+            column: error.column(),
+            error,
         })?;
+    let Some(servers) = parsed.servers else {
+        return Err(ImportError::NoServers {
+            file: file.to_owned(),
+        });
+    };
     let mut out: Vec<(String, RawServer)> = Vec::new();
     let mut origin: BTreeMap<String, String> = BTreeMap::new();
-    for (original, entry) in parsed.servers {
+    for (original, entry) in servers {
         let name = slug(&original).ok_or_else(|| ImportError::BadName {
             file: file.to_owned(),
             name: original.clone(),

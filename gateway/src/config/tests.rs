@@ -195,6 +195,27 @@ fn imports_claude_and_vscode_files_unchanged() {
     )
     .unwrap_err();
     expect![[r#"c.json: servers `a b` and `a-b` both become `a-b`"#]].assert_eq(&err.to_string());
+
+    // A byte-order mark, as Windows editors write, is read past; a file with no servers at all
+    // is an error, not an import of nothing; an empty object is an import of nothing.
+    let servers = import::parse_mcp_servers(
+        "bom.json",
+        "\u{feff}{\"mcpServers\": {\"a\": {\"command\": \"x\"}}}",
+    )
+    .unwrap();
+    assert_eq!(servers.len(), 1);
+    let err = import::parse_mcp_servers("other.json", r#"{"theme": "dark"}"#).unwrap_err();
+    expect![[r#"other.json: no `mcpServers` (or `servers`) object, so no server to import"#]]
+        .assert_eq(&err.to_string());
+    assert!(
+        import::parse_mcp_servers("empty.json", r#"{"mcpServers": {}}"#)
+            .unwrap()
+            .is_empty()
+    );
+    // The cause is said once, also through anyhow's chain.
+    let err = import::read_mcp_servers(Path::new("/no/such/file.json")).unwrap_err();
+    let chained = format!("{:#}", anyhow::Error::from(err));
+    assert_eq!(chained.matches("No such file").count(), 1, "{chained}");
 }
 
 #[test]
