@@ -486,20 +486,15 @@ fn redact_secrets(spec: &mut serde_json::Value) {
 /// Writes a line to stderr, as [`Stderr`] does: never a panic on a closed pipe.
 fn say(line: std::fmt::Arguments<'_>) {
     use std::io::Write as _;
-    let _ = writeln!(std::io::stderr(), "{line}");
+    let _ = writeln!(Stderr, "{line}");
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
         Command::Serve { config, bind } => {
-            let (gateway, _store) = start(&config).await?;
-            let address = bind.unwrap_or(gateway.config.listen.bind);
-            gateway
-                .config
-                .auth
-                .check_bind(address)
-                .map_err(|e| anyhow::anyhow!("{}: --bind: {e}", config.display()))?;
+            let (gateway, _store) = start(&config, bind).await?;
+            let address = gateway.config.listen.bind;
             let listener = front::http::bind(address)
                 .await
                 .with_context(|| format!("cannot bind {address}"))?;
@@ -528,7 +523,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Stdio { config } => {
-            let (gateway, _store) = start(&config).await?;
+            let (gateway, _store) = start(&config, None).await?;
             let serving = front::stdio::serve(gateway.clone());
             tokio::select! {
                 result = serving => result?,
@@ -1126,8 +1121,21 @@ async fn shutdown_signal() {
 }
 
 /// Loads the config, opens the database, adds the imported servers and starts the gateway.
-async fn start(path: &std::path::Path) -> anyhow::Result<(Arc<Gateway>, Store)> {
+/// Loads the config (with `bind`, `serve --bind`, in place of `listen.bind`) and starts the
+/// gateway with the registered servers.
+async fn start(
+    path: &std::path::Path,
+    bind: Option<std::net::SocketAddr>,
+) -> anyhow::Result<(Arc<Gateway>, Store)> {
     let mut config = Config::load(path)?;
+    if let Some(bind) = bind {
+        // Checked as the config's own address is, before any server starts.
+        config
+            .auth
+            .check_bind(bind)
+            .map_err(|e| anyhow::anyhow!("{}: --bind: {e}", path.display()))?;
+        config.listen.bind = bind;
+    }
     let store = Store::open_with(
         &config.storage.database_url,
         config.storage.sqlite_synchronous,

@@ -136,10 +136,7 @@ async fn drive(
             // else is refused to the upstream at once, as the client itself would refuse it. A
             // client that never declared sampling need not answer it, and the call would wait
             // for its deadline.
-            Step::NeedsInput(request, reply)
-                if !client_can_answer(ctx, &request)
-                    || (modern_client && input_request(&request).is_none()) =>
-            {
+            Step::NeedsInput(request, reply) if !client_can_answer(ctx, &request) => {
                 let _ = reply.send(Err(McpError::new(
                     rmcp::model::ErrorCode::METHOD_NOT_FOUND,
                     "the client does not support this request",

@@ -899,3 +899,31 @@ fn the_stdio_front_door_answers_only_requests_and_loses_no_answer_at_the_end() {
         assert_eq!(last["error"]["code"], -32700, "socket: {socket}: {last}");
     }
 }
+
+/// `serve --bind` to an address other than loopback is checked as `listen.bind` is: with
+/// anonymous access, the gateway refuses to start.
+#[test]
+fn serve_refuses_anonymous_access_on_a_bind_beyond_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = stdio_config(dir.path(), "[auth]\nanonymous = true\n");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-gateway"))
+        .args(["serve", "--config", &config, "--bind", "0.0.0.0:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A gateway that started serving would never exit by itself: give it a bound, then stop it.
+    let mut status = None;
+    for _ in 0..300 {
+        status = child.try_wait().unwrap();
+        if status.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(status.is_some_and(|s| !s.success()), "{stderr}");
+    assert!(stderr.contains("--bind: auth.anonymous"), "{stderr}");
+}

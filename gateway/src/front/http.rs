@@ -739,9 +739,7 @@ async fn jsonrpc_guard(limit: usize, request: Request, next: Next) -> Response {
     let mut request = Request::from_parts(parts, Body::from(bytes));
     // rmcp opens a session for every `initialize` without a session id.
     if initialize {
-        request
-            .extensions_mut()
-            .insert(OpensSession { id: id.clone() });
+        request.extensions_mut().insert(OpensSession);
     }
     request.extensions_mut().insert(MessageId(id.clone()));
     let response = next.run(request).await;
@@ -778,12 +776,17 @@ async fn unfitting_message(response: Response, id: serde_json::Value) -> Respons
 #[derive(Clone)]
 struct MessageId(serde_json::Value);
 
+/// The [`MessageId`] of `request`; `null` for a GET or DELETE.
+fn message_id(request: &Request) -> serde_json::Value {
+    request
+        .extensions()
+        .get::<MessageId>()
+        .map_or(serde_json::Value::Null, |m| m.0.clone())
+}
+
 /// Marks an `initialize` without a session id, which opens a session, for [`admit_session`].
 #[derive(Clone)]
-struct OpensSession {
-    /// The request's JSON-RPC id, to answer a refusal with.
-    id: serde_json::Value,
-}
+struct OpensSession;
 
 /// Lets an `initialize` open a session only while there is room: fewer than
 /// `listen.max_sessions` open in all, and fewer than `listen.max_sessions_per_client` for the
@@ -795,8 +798,8 @@ async fn admit_session(sessions: Arc<Sessions>, request: Request, next: Next) ->
     if request.method() == Method::DELETE {
         return delete_session(&sessions, request, next).await;
     }
-    let (Some(opens), Some(identity)) = (
-        request.extensions().get::<OpensSession>().cloned(),
+    let (Some(OpensSession), Some(identity)) = (
+        request.extensions().get::<OpensSession>(),
         request
             .extensions()
             .get::<crate::identity::Identity>()
@@ -804,12 +807,13 @@ async fn admit_session(sessions: Arc<Sessions>, request: Request, next: Next) ->
     ) else {
         return next.run(request).await;
     };
+    let id = message_id(&request);
     // The session manager checks for room and counts the session against this client as rmcp
     // creates it; rmcp answers its refusal with a plain 500, replaced here.
     let (response, refused) =
         super::sessions::opening(identity.client.clone(), next.run(request)).await;
     match refused {
-        Some(refusal) => sessions_full(&sessions, &identity.client, refusal, opens.id),
+        Some(refusal) => sessions_full(&sessions, &identity.client, refusal, id),
         None => response,
     }
 }
@@ -820,18 +824,11 @@ async fn admit_session(sessions: Arc<Sessions>, request: Request, next: Next) ->
 fn foreign_session(sessions: &Sessions, request: &Request) -> Option<Response> {
     let session = request.headers().get("mcp-session-id")?.to_str().ok()?;
     let identity = request.extensions().get::<crate::identity::Identity>()?;
-    let owner = sessions.owner(session)?;
-    if owner == identity.client {
-        return None;
-    }
+    let owner = sessions.other_owner(session, &identity.client)?;
     tracing::warn!(target: "audit", session, owner, client = %identity.client, method = %request.method(), "session used with another client's credentials");
-    let id = request
-        .extensions()
-        .get::<MessageId>()
-        .map_or(serde_json::Value::Null, |m| m.0.clone());
     Some(jsonrpc_error(
         StatusCode::FORBIDDEN,
-        id,
+        message_id(request),
         -32600,
         "Invalid Request: this session belongs to another client".to_owned(),
     ))

@@ -143,9 +143,12 @@ impl Sessions {
         })
     }
 
-    /// The client that opened session `id`, while it is open.
-    pub fn owner(&self, id: &str) -> Option<String> {
-        self.lock_owners().get(id).cloned()
+    /// The client that opened session `id`, while it is open, when that is not `client`.
+    pub fn other_owner(&self, id: &str, client: &str) -> Option<String> {
+        self.lock_owners()
+            .get(id)
+            .filter(|owner| *owner != client)
+            .cloned()
     }
 
     fn lock_owners(&self) -> std::sync::MutexGuard<'_, Owners> {
